@@ -1,0 +1,28 @@
+"""get_dataset: names to constructors, NOISY_PML_DATA as the default root."""
+
+from __future__ import annotations
+
+import pytest
+
+from noisy_pml.datasets import CUB, Digits, get_dataset, list_datasets
+
+
+def test_names_and_digits():
+    assert list_datasets() == ["cars196", "cub", "digits"]
+    ds = get_dataset("digits", split="test", noise=None)
+    assert isinstance(ds, Digits) and ds.split == "test"
+
+
+def test_unknown_name_and_missing_root(monkeypatch):
+    with pytest.raises(ValueError, match="dataset name must be one of"):
+        get_dataset("mnist")
+    monkeypatch.delenv("NOISY_PML_DATA", raising=False)
+    with pytest.raises(ValueError, match="NOISY_PML_DATA"):
+        get_dataset("cub")
+
+
+@pytest.mark.data
+def test_root_defaults_to_env_folder(data_root, monkeypatch):
+    monkeypatch.setenv("NOISY_PML_DATA", str(data_root))
+    ds = get_dataset("cub", split="test")
+    assert isinstance(ds, CUB) and len(ds) == 5924
