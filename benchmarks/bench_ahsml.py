@@ -1,0 +1,199 @@
+"""Speed of noisy-pml's hyperbolic distance and AHSML losses against their baselines.
+
+1. PoincareDistance matrix (one matmul, O(B^2) memory) vs geoopt's broadcasting
+   ``PoincareBall.dist(x[:, None], y[None])`` (B x B x D memory), float32, plus the float32
+   relative error of ours against geoopt in float64 (points inside 0.99 of the radius).
+2. One loss step (forward + backward) of the AHSML losses vs the plain PML loss they wrap, at
+   B = 2 x 120 (two views of 120 images, 30 classes x 4), D = 512.
+
+Timings are medians of repeats measured in the same run; ratios are what to read. Writes
+benchmarks/results/ahsml_speed.md.
+
+    PYTHONPATH=. python benchmarks/bench_ahsml.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import geoopt
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.losses import ContrastiveLoss, MultiSimilarityLoss, TripletMarginLoss
+
+from noisy_pml.distances import PoincareDistance, PoincareSimilarity
+from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss
+from noisy_pml.utils import hyperbolic as hyp
+
+GEOOPT_MAX_BYTES = 700e6  # skip geoopt's B x B x D broadcast above this (shared 2-core machine)
+
+
+def median_time(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def paired_times(fn_a, fn_b, repeats: int):
+    """Interleaved timings of two functions: medians of each and the median per-pair ratio b/a
+    (robust to load drift on a shared machine)."""
+    fn_a(), fn_b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((fn_a, ta), (fn_b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    ratio = statistics.median(b / a for a, b in zip(ta, tb, strict=True))
+    return statistics.median(ta), statistics.median(tb), ratio
+
+
+def ball_points(b, d, max_radius=0.99, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, d, generator=g, dtype=torch.float64)
+    r = torch.rand(b, 1, generator=g, dtype=torch.float64) * max_radius
+    return u / u.norm(dim=1, keepdim=True) * r
+
+
+def geoopt_chunked(x, ball, chunk=64):
+    return torch.cat([ball.dist(x[i : i + chunk, None], x[None]) for i in range(0, len(x), chunk)])
+
+
+def bench_distance(sizes, repeats):
+    rows = []
+    ball64, ball32 = geoopt.PoincareBall(1.0).double(), geoopt.PoincareBall(1.0)
+    dist = PoincareDistance(c=1.0)
+    for b, d in sizes:
+        x64 = ball_points(b, d)
+        x = x64.float()
+        ours = median_time(lambda x=x: dist(x), repeats)
+        if b * b * d * 4 <= GEOOPT_MAX_BYTES:
+            theirs = median_time(lambda x=x: ball32.dist(x[:, None], x[None]), max(3, repeats // 5))
+        else:
+            theirs = float("nan")
+        ref = geoopt_chunked(x64, ball64)
+        off = ~torch.eye(b, dtype=torch.bool)
+        rel = ((dist(x).double() - ref).abs() / ref)[off].max().item()
+        rows.append((b, d, ours * 1e3, theirs * 1e3, theirs / ours, rel))
+        print(f"B={b:5d} D={d:4d} ours {ours * 1e3:8.2f} ms  geoopt {theirs * 1e3:9.1f} ms  "
+              f"x{theirs / ours:7.1f}  max rel err {rel:.2e}")
+    return rows
+
+
+def ahsml_batch(num_images=120, per_class=4, d=512, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_images // per_class).repeat_interleave(per_class)
+    u = torch.randn(2 * num_images, d, generator=g)
+    x = hyp.project(hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
+    idx = torch.randperm(5864, generator=g)[:num_images]
+    return x, labels.repeat(2), idx
+
+
+def prefill(loss, num_samples=5864, classes=100, d=512):
+    """Steady state of a memory bank: every CUB-train-sized sample seen once."""
+    g = torch.Generator().manual_seed(1)
+    thr = loss.thresholds
+    u = torch.randn(num_samples, d, generator=g)
+    emb = hyp.project(hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
+    thr.bank.update(emb, torch.arange(num_samples) % classes, torch.arange(num_samples))
+
+
+def bench_losses(repeats):
+    x0, labels, idx = ahsml_batch()
+    # keep the memory-bank labels consistent with the batch labels
+    cases = []
+    for dist_name, dist_cls in (("poincare", PoincareSimilarity), ("cosine", CosineSimilarity)):
+        plain_ms = MultiSimilarityLoss(distance=dist_cls())
+        for scope in ("batch", "memory"):
+            kw = {"scope": scope, "num_samples": 5864 if scope == "memory" else None}
+            cases.append((f"MS* ({dist_name}, {scope})", plain_ms,
+                          MultiSimilarityStarLoss(distance=dist_cls(), **kw)))
+            if scope == "memory" and dist_name == "poincare":
+                cases.append((f"MS* ({dist_name}, {scope}, 16 per class)", plain_ms,
+                              MultiSimilarityStarLoss(distance=dist_cls(),
+                                                      bank_samples_per_class=16, **kw)))
+            for inner in (
+                MultiSimilarityLoss(distance=dist_cls()),
+                ContrastiveLoss(pos_margin=1, neg_margin=0, distance=dist_cls()),
+                TripletMarginLoss(margin=0.1, distance=dist_cls()),
+            ):
+                cases.append((f"Adaptive[{type(inner).__name__}] ({dist_name}, {scope})", inner,
+                              AdaptiveThresholdLoss(inner, **kw)))
+    rows = []
+    for name, plain, ahsml in cases:
+        if ahsml.thresholds.scope == "memory":
+            prefill(ahsml)
+
+        def step(loss, feed):
+            x = x0.clone().requires_grad_()
+            if feed:
+                loss.set_batch_info(sample_indices=idx)
+            loss(x, labels).backward()
+
+        t_plain, t_ahsml, ratio = paired_times(
+            lambda plain=plain: step(plain, False), lambda ahsml=ahsml: step(ahsml, True), repeats
+        )
+        rows.append((name, t_plain * 1e3, t_ahsml * 1e3, ratio))
+        print(f"{name:55s} plain {t_plain * 1e3:7.2f} ms  ahsml {t_ahsml * 1e3:7.2f} ms  "
+              f"x{ratio:5.2f}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: stable timings on a shared machine)")
+    parser.add_argument("--out", default=Path(__file__).parent / "results" / "ahsml_speed.md")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    sizes = [(256, 128), (512, 512)] if args.quick else [
+        (b, d) for b in (256, 512, 1024) for d in (128, 512)
+    ]
+    dist_rows = bench_distance(sizes, repeats=5 if args.quick else 20)
+    loss_rows = bench_losses(repeats=5 if args.quick else 15)
+    lines = [
+        "# AHSML speed (CPU, float32)",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of repeats; "
+        "`PYTHONPATH=. python benchmarks/bench_ahsml.py`.",
+        "",
+        "## Poincare distance matrix vs geoopt broadcasting",
+        "",
+        "| B | D | PoincareDistance (ms) | geoopt broadcast (ms) | speed-up | max rel. error "
+        "float32 vs geoopt float64 (radius <= 0.99) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for b, d, ours, theirs, ratio, rel in dist_rows:
+        t = f"{theirs:.1f}" if theirs == theirs else "skipped (> 700 MB broadcast)"
+        r = f"{ratio:.0f}x" if ratio == ratio else "-"
+        lines.append(f"| {b} | {d} | {ours:.2f} | {t} | {r} | {rel:.1e} |")
+    lines += [
+        "",
+        "## Loss step (forward + backward), B = 2 x 120, D = 512",
+        "",
+        "Memory scope: bank of 5864 samples (CUB train size) over 100 classes, prefilled.",
+        "",
+        "Ratio = median over interleaved (plain, AHSML) pairs of repeats.",
+        "",
+        "| loss | plain PML loss (ms) | AHSML (ms) | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, tp, ta, ratio in loss_rows:
+        lines.append(f"| {name} | {tp:.2f} | {ta:.2f} | {ratio:.2f}x |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

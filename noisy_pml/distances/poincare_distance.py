@@ -1,0 +1,62 @@
+"""Geodesic distance of the Poincare ball as a pytorch-metric-learning distance."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.distances import BaseDistance
+
+from ..utils import hyperbolic as hyp
+
+
+class PoincareDistance(BaseDistance):
+    r"""Poincare-ball distance (not inverted: smaller means more similar).
+
+    .. math:: d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}
+              \sqrt{\frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)}}
+
+    Works wherever PML accepts a non-cosine distance: ContrastiveLoss, TripletMarginLoss,
+    MultiSimilarityLoss, NTXentLoss, SupConLoss, the miners, and the testers through
+    ``AccuracyCalculator(knn_func=CustomKNN(PoincareDistance(...)))``.
+
+    Embeddings must already lie inside the ball (e.g. from :class:`noisy_pml.models.PoincareHead`);
+    they are never L2-normalised (that would put them on the boundary, at infinite distance), and
+    points outside the ball raise ``ValueError``. Matrices take one matmul: O(N M) memory, no
+    N x M x D broadcast; self-distance matrices have an exact zero diagonal.
+
+    Args:
+        c: curvature > 0, or a ``geoopt.PoincareBall`` (e.g. ``PoincareBall(1.0, learnable=True)``
+            shared with the head, so a learnable curvature is trained through the loss).
+        **kwargs: passed to ``BaseDistance`` (``power``); ``normalize_embeddings=True`` and
+            ``is_inverted=True`` are rejected.
+    """
+
+    def __init__(self, c=1.0, **kwargs):
+        if kwargs.pop("normalize_embeddings", False):
+            raise ValueError(
+                "normalize_embeddings=True would L2-normalise points onto the Poincare ball's "
+                "boundary (infinite distances); map features into the ball with PoincareHead"
+            )
+        if kwargs.pop("is_inverted", False):
+            raise ValueError(f"{type(self).__name__} has a fixed orientation; got is_inverted=True")
+        super().__init__(normalize_embeddings=False, is_inverted=self._inverted(), **kwargs)
+        if isinstance(c, torch.nn.Module):
+            hyp.curvature(c)
+            self.ball = c
+        else:
+            self.ball = None
+            self.c = float(hyp.curvature(c))
+
+    @staticmethod
+    def _inverted() -> bool:
+        return False
+
+    @property
+    def curvature(self):
+        """The curvature: a float, or the ball's (possibly learnable) ``c`` tensor."""
+        return self.ball if self.ball is not None else self.c
+
+    def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return hyp.pairwise_dist(query_emb, ref_emb, self.curvature)
+
+    def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+        return hyp.dist(query_emb, ref_emb, self.curvature)

@@ -1,0 +1,343 @@
+r"""AHSML's class-wise divergence and sample-wise consistency as per-pair thresholds.
+
+Yan, Luo, Deng, Huang, "Adaptive Hierarchical Similarity Metric Learning with Noisy Labels",
+IEEE TIP 32:1245-1256, 2023 (arXiv:2111.00006). The full text was not available; the formulas
+follow a secondary summary and every reconstructed choice is marked (R) and configurable.
+
+A batch holds N = V * B embeddings (V augmented views of B images), their (noisy) labels and the
+instance id of each row (rows of one image share it). Pair masks:
+``A`` same instance, different row (augmentation pairs); ``P`` same label, different instance;
+``N`` different label. With :math:`s` the loss's similarity (detached), per class ``a``
+(:math:`n_a` members) and class pair ``(a, b)``:
+
+.. math::
+
+    S_{aa} = \operatorname{mean}_{i \ne j \in a} s_{ij},\qquad
+    S_{ab} = \operatorname{mean}_{i \in a, j \in b} s_{ij},\qquad
+    \hat S = \delta\,\frac{S - \min S}{\max S - \min S} \in [0, \delta]
+
+    M_p(a) = \gamma + \hat S_{aa},\qquad
+    M_n(a, b) = \gamma - \hat S_{ab}\ \text{(literal)}\ \text{or}\
+    \gamma - (\delta - \hat S_{ab})\ \text{("divergence")},\qquad
+    M_a(a) = \min_{(i,j) \in P,\ i \in a} s_{ij}\ \text{(or max)}
+
+The threshold matrix ``T`` takes ``M_a`` on ``A``, ``M_p`` on ``P`` and ``M_n`` on ``N``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+
+from .checks import check_labels, check_ndim, check_rate
+
+NEGATIVE_READINGS = ("literal", "divergence")
+AUGMENTATION_READINGS = ("min", "max")
+SCOPES = ("memory", "batch")
+
+
+def instance_ids_from_views(n: int, views: int, device=None) -> torch.Tensor:
+    """Instance ids of a batch stacked as ``[view_1; ...; view_V]`` (PML's TwoStreamMetricLoss
+    order): ``arange(n // views)`` repeated ``views`` times."""
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if n % views:
+        raise ValueError(
+            f"batch of {n} embeddings cannot be split into views={views} equal blocks "
+            "(expected [view_1; ...; view_V] with the same images in each block)"
+        )
+    return torch.arange(n // views, device=device).repeat(views)
+
+
+def pair_masks(labels: torch.Tensor, instance_ids: torch.Tensor):
+    """Boolean N x N masks ``(A, P, N)``: augmentation pairs (same instance, i != j), label
+    positives of different instances, and negatives (different labels)."""
+    same_inst = instance_ids[:, None] == instance_ids[None, :]
+    same_label = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same_inst & ~eye, same_label & ~same_inst, ~same_label
+
+
+def class_pair_means(
+    sim: torch.Tensor,
+    labels: torch.Tensor,
+    classes: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+):
+    r"""Class statistics of a square similarity matrix over samples with ``labels``.
+
+    Returns ``(intra, inter, n)``: ``intra[k]`` = mean of ``sim`` over distinct pairs inside
+    ``classes[k]`` (NaN when fewer than one pair), ``inter[k, l]`` = mean over pairs across
+    ``classes[k]`` and ``classes[l]``, ``n[k]`` = member counts. Pairs where ``exclude`` is True
+    (e.g. two views of one image) are left out. One-hot matmuls, no loops.
+    """
+    onehot = (labels[:, None] == classes[None, :]).to(sim.dtype)  # M x K
+    valid = ~torch.eye(len(labels), dtype=torch.bool, device=sim.device)
+    if exclude is not None:
+        valid = valid & ~exclude
+    v = valid.to(sim.dtype)
+    sums = onehot.T @ (sim * v) @ onehot
+    counts = onehot.T @ v @ onehot
+    means = sums / counts.clamp_min(1)
+    means = means.masked_fill(counts == 0, float("nan"))
+    return means.diagonal().clone(), means, onehot.sum(0)
+
+
+def cosine_class_means(emb: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor):
+    r"""Closed form of :func:`class_pair_means` for cosine similarity, from class means of the
+    unit vectors :math:`\mu_a`: :math:`S_{ab} = \mu_a\cdot\mu_b`,
+    :math:`S_{aa} = (n_a\|\mu_a\|^2 - 1)/(n_a - 1)`. O(M D + K^2 D)."""
+    x = torch.nn.functional.normalize(emb, dim=1)
+    onehot = (labels[:, None] == classes[None, :]).to(x.dtype)
+    n = onehot.sum(0)
+    mu = (onehot.T @ x) / n.clamp_min(1)[:, None]
+    inter = mu @ mu.T
+    intra = (n * inter.diagonal() - 1) / (n - 1)
+    intra = intra.masked_fill(n < 2, float("nan"))
+    inter = inter.clone()
+    inter.diagonal().copy_(intra)  # distinct pairs only, as class_pair_means
+    return intra, inter, n
+
+
+def minmax_to_range(x: torch.Tensor, delta: float) -> torch.Tensor:
+    r"""Map the finite entries of ``x`` linearly onto :math:`[0, \delta]` (min-max); NaN entries
+    and a degenerate range (max == min) map to 0."""
+    finite = torch.isfinite(x)
+    if not finite.any():
+        return torch.zeros_like(x)
+    lo, hi = x[finite].min(), x[finite].max()
+    scaled = delta * (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+    return torch.where(finite, scaled, torch.zeros_like(x))
+
+
+class EmbeddingMemoryBank(torch.nn.Module):
+    """The latest (detached) embedding and label of every training sample, by dataset index.
+
+    Args:
+        num_samples: size of the training set (indices must lie in ``0..num_samples-1``).
+    """
+
+    def __init__(self, num_samples: int):
+        super().__init__()
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        self.num_samples = int(num_samples)
+        self.register_buffer("embeddings", torch.zeros(0))
+        self.register_buffer("labels", torch.full((self.num_samples,), -1, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
+        check_ndim("embeddings", embeddings, 2)
+        n = self.num_samples
+        check_labels("sample_indices", indices, num_classes=n, length=len(embeddings))
+        if self.embeddings.dim() != 2 or self.embeddings.shape[1] != embeddings.shape[1]:
+            self.embeddings = embeddings.new_zeros(self.num_samples, embeddings.shape[1])
+            self.labels = self.labels.to(embeddings.device)
+        self.embeddings = self.embeddings.to(embeddings.device, embeddings.dtype)
+        self.labels = self.labels.to(embeddings.device)
+        self.embeddings[indices] = embeddings.detach()
+        self.labels[indices] = labels.to(embeddings.device)
+
+    def members(self, classes: torch.Tensor, per_class: int | None = None):
+        """Embeddings and labels of the filled entries whose label is in ``classes``; with
+        ``per_class``, a uniformly random subset of at most that many members per class."""
+        keep = torch.isin(self.labels, classes.to(self.labels.device)).nonzero().squeeze(1)
+        if per_class is not None:
+            keep = keep[torch.randperm(len(keep), device=keep.device)]
+            lab = self.labels[keep]
+            order = torch.argsort(lab, stable=True)
+            keep, lab = keep[order], lab[order]
+            rank = torch.arange(len(lab), device=lab.device) - torch.searchsorted(lab, lab)
+            keep = keep[rank < per_class]
+        return self.embeddings[keep], self.labels[keep]
+
+
+@dataclass
+class ThresholdResult:
+    """Per-pair thresholds ``T`` (N x N, no grad) and the pair masks they were built on."""
+
+    thresholds: torch.Tensor
+    aug_mask: torch.Tensor
+    pos_mask: torch.Tensor
+    neg_mask: torch.Tensor
+    instance_ids: torch.Tensor
+
+
+class AdaptiveThresholds(torch.nn.Module):
+    r"""AHSML's adaptive per-pair thresholds (see the module docstring for the formulas).
+
+    Args:
+        gamma: base threshold :math:`\gamma` (0.5), in the units of the loss's similarity.
+        delta: range :math:`\delta` of the normalised class statistics (0.2). ``delta=0`` gives
+            ``T = gamma`` on every label pair.
+        negative: (R) ``"literal"`` :math:`M_n = \gamma - \hat S_{ab}` (similar classes pushed
+            harder) or ``"divergence"`` :math:`M_n = \gamma - (\delta - \hat S_{ab})`.
+        augmentation: (R) ``"min"`` (literal) or ``"max"`` same-class similarity in the batch as
+            the augmentation threshold :math:`M_a`; :math:`\gamma` for a class without such pairs.
+        scope: (R) ``"memory"`` (class statistics over the latest embedding of every training
+            sample of the batch's classes; needs ``num_samples`` and the samples' dataset indices)
+            or ``"batch"`` (the current batch only, view pairs of one image excluded).
+        num_samples: training-set size, required for ``scope="memory"``.
+        views: (R) number of stacked views when no instance ids are given: row ``i`` belongs to
+            image ``i mod (N / views)`` (PML's TwoStreamMetricLoss gives ``[view1; view2]``).
+        bank_view: which view's embedding the memory bank stores (0 = the first/weak view).
+        bank_samples_per_class: (R) estimate the memory-scope statistics from at most this many
+            random bank members per class (``None``: every member, exact). Cosine similarity uses
+            an exact closed form from class means and ignores it.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.5,
+        delta: float = 0.2,
+        negative: str = "literal",
+        augmentation: str = "min",
+        scope: str = "memory",
+        num_samples: int | None = None,
+        views: int = 2,
+        bank_view: int = 0,
+        bank_samples_per_class: int | None = None,
+    ):
+        super().__init__()
+        if bank_samples_per_class is not None and bank_samples_per_class < 2:
+            raise ValueError(
+                f"bank_samples_per_class must be None or >= 2, got {bank_samples_per_class}"
+            )
+        self.bank_samples_per_class = bank_samples_per_class
+        check_rate("delta", delta, allow_one=True)
+        for name, value, allowed in (
+            ("negative", negative, NEGATIVE_READINGS),
+            ("augmentation", augmentation, AUGMENTATION_READINGS),
+            ("scope", scope, SCOPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if scope == "memory" and num_samples is None:
+            raise ValueError(
+                "scope='memory' needs num_samples (the training-set size) for the memory bank; "
+                "pass num_samples=len(train_dataset) or use scope='batch'"
+            )
+        if not 0 <= bank_view < views:
+            raise ValueError(f"bank_view must lie in 0..{views - 1}, got {bank_view}")
+        self.gamma, self.delta = float(gamma), float(delta)
+        self.negative, self.augmentation, self.scope = negative, augmentation, scope
+        self.views, self.bank_view = int(views), int(bank_view)
+        self.bank = EmbeddingMemoryBank(num_samples) if scope == "memory" else None
+        self._pending: dict[str, torch.Tensor | None] = {}
+
+    def set_batch_info(
+        self, sample_indices: torch.Tensor | None = None, instance_ids: torch.Tensor | None = None
+    ) -> None:
+        """Side channel for the next call: dataset indices (one per image, length N / views, or
+        one per row) and/or explicit instance ids (one per row). Consumed by that call."""
+        self._pending = {"sample_indices": sample_indices, "instance_ids": instance_ids}
+
+    def resolve_batch(self, labels: torch.Tensor):
+        """Instance ids and per-row sample indices of the current batch (consumes the side
+        channel); checks that rows of one image carry one label."""
+        pending, self._pending = self._pending, {}
+        n, device = len(labels), labels.device
+        inst = pending.get("instance_ids")
+        if inst is None:
+            inst = instance_ids_from_views(n, self.views, device)
+        else:
+            inst = torch.as_tensor(inst, device=device)
+            check_labels("instance_ids", inst, length=n)
+        inst_unique, inst = torch.unique(inst, return_inverse=True)
+        first = torch.full((len(inst_unique),), -1, dtype=labels.dtype, device=device)
+        first[inst] = labels
+        if (first[inst] != labels).any():
+            raise ValueError(
+                "views of one image carry different labels: the batch is not stacked as "
+                f"[view_1; ...; view_{self.views}] of the same images (check views= or pass "
+                "instance_ids via set_batch_info)"
+            )
+        idx = pending.get("sample_indices")
+        if idx is not None:
+            idx = torch.as_tensor(idx, device=device).long().flatten()
+            if len(idx) == len(inst_unique):
+                idx = idx[inst]
+            elif len(idx) != n:
+                raise ValueError(
+                    f"sample_indices has {len(idx)} entries, expected one per image "
+                    f"({len(inst_unique)}) or one per row ({n})"
+                )
+        return inst, idx
+
+    @torch.no_grad()
+    def class_statistics(
+        self, distance, embeddings, labels, classes, instance_ids, sample_indices, sim
+    ):
+        """``(S_aa, S_ab)`` for ``classes`` from the configured scope (``sim``: the batch's
+        similarity matrix)."""
+        if self.scope == "batch":
+            same = instance_ids[:, None] == instance_ids[None, :]
+            intra, inter, _ = class_pair_means(sim, labels, classes, exclude=same)
+            return intra, inter
+        if sample_indices is None:
+            raise ValueError(
+                "scope='memory' needs the dataset index of every sample: call "
+                "set_batch_info(sample_indices=...) before each forward (e.g. with "
+                "noisy_pml.losses.two_view_batch_getter as the trainer's data_and_label_getter), "
+                "or use scope='batch'"
+            )
+        # the bank stores one row per image: its bank_view-th row (view order within the batch)
+        same = instance_ids[:, None] == instance_ids[None, :]
+        ordinal = torch.tril(same, diagonal=-1).sum(1)
+        keep = ordinal == self.bank_view
+        self.bank.update(embeddings[keep], labels[keep], sample_indices[keep])
+        if isinstance(distance, CosineSimilarity):
+            emb, lab = self.bank.members(classes)
+            intra, inter, _ = cosine_class_means(emb, lab, classes)
+        else:
+            emb, lab = self.bank.members(classes, self.bank_samples_per_class)
+            intra, inter, _ = class_pair_means(distance(emb), lab, classes)
+        return intra, inter
+
+    @torch.no_grad()
+    def forward(
+        self,
+        distance,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        sim: torch.Tensor | None = None,
+    ) -> ThresholdResult:
+        """Threshold matrix for one batch; ``distance`` is the loss's (inverted) similarity and
+        ``sim`` optionally its matrix over ``embeddings`` when the caller has it already."""
+        if not getattr(distance, "is_inverted", False):
+            raise ValueError(
+                "AHSML thresholds live in similarity units: the loss's distance must be a "
+                f"similarity (is_inverted=True), got {type(distance).__name__}; use "
+                "noisy_pml.distances.PoincareSimilarity (hyperbolic) or CosineSimilarity"
+            )
+        inst, idx = self.resolve_batch(labels)
+        emb = embeddings.detach()
+        classes, k = torch.unique(labels, return_inverse=True)
+        sim = distance(emb) if sim is None else sim.detach()
+        intra, inter = self.class_statistics(distance, emb, labels, classes, inst, idx, sim)
+        a_mask, p_mask, n_mask = pair_masks(labels, inst)
+        # M_p(a) = gamma + S^_aa
+        m_p = self.gamma + minmax_to_range(intra, self.delta)
+        # M_n(a, b) = gamma - S^_ab (literal) or gamma - (delta - S^_ab) (divergence)
+        off = ~torch.eye(len(classes), dtype=torch.bool, device=emb.device)
+        s_ab = torch.zeros_like(inter)
+        if off.any():
+            s_ab[off] = minmax_to_range(inter[off], self.delta)
+        if self.negative == "divergence":
+            s_ab = torch.where(off, self.delta - s_ab, s_ab)
+        m_n = self.gamma - s_ab
+        # M_a(a) = min (or max) similarity over same-class pairs of class a in the batch
+        m_a = self._augmentation_thresholds(sim, p_mask, k, len(classes))
+        t = torch.where(a_mask, m_a[k][:, None], torch.where(p_mask, m_p[k][:, None], m_n[k][:, k]))
+        return ThresholdResult(t.to(embeddings.dtype), a_mask, p_mask, n_mask, inst)
+
+    def _augmentation_thresholds(self, sim, p_mask, k, num_classes):
+        fill = float("inf") if self.augmentation == "min" else float("-inf")
+        row = torch.where(p_mask, sim, torch.full_like(sim, fill))
+        row = row.amin(1) if self.augmentation == "min" else row.amax(1)
+        out = torch.full((num_classes,), fill, dtype=sim.dtype, device=sim.device)
+        reduce = "amin" if self.augmentation == "min" else "amax"
+        out = out.scatter_reduce(0, k, row, reduce=reduce)
+        return torch.where(torch.isfinite(out), out, torch.full_like(out, self.gamma))

@@ -1,0 +1,226 @@
+r"""Poincare-ball math as small pure functions of tensors and a curvature ``c > 0``.
+
+The ball of curvature :math:`-c` is :math:`\mathbb{D}_c = \{x : c\|x\|^2 < 1\}` (radius
+:math:`1/\sqrt{c}`). Every function takes ``c`` as a positive float, a tensor or a
+:class:`geoopt.PoincareBall` (whose ``c`` may be a learnable parameter: gradients flow through
+it). Guards follow geoopt's style: explicit, local clamps; no silent projection in the distances
+(points outside the ball raise, see :func:`check_in_ball`).
+
+Formulas (Ganea et al. 2018; the asinh form is the float32-stable one used here):
+
+.. math::
+
+    \exp_0(u) = \tanh(\sqrt{c}\|u\|)\,\frac{u}{\sqrt{c}\|u\|},\qquad
+    \log_0(x) = \operatorname{artanh}(\sqrt{c}\|x\|)\,\frac{x}{\sqrt{c}\|x\|}
+
+    d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{xy}},\qquad
+    A_{xy} = \frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)} = \sinh^2\!\big(\sqrt{c}\,d_c/2\big)
+
+which equals :math:`\tfrac{1}{\sqrt{c}}\operatorname{arccosh}(1 + 2A_{xy})` (geoopt's
+``PoincareBall.dist``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# Dtype-dependent guards (geoopt uses the same projection margins).
+BALL_EPS = {torch.float16: 1e-2, torch.bfloat16: 1e-2, torch.float32: 4e-3, torch.float64: 1e-5}
+MIN_NORM = 1e-15
+
+
+def curvature(c, like: torch.Tensor | None = None) -> torch.Tensor:
+    """Return the curvature as a tensor (cast to ``like``'s dtype/device) after checking c > 0.
+
+    ``c`` may be a number, a tensor or a ``geoopt.PoincareBall`` (then ``ball.c``, which keeps
+    the gradient of a learnable curvature).
+    """
+    if hasattr(c, "isp_c") and hasattr(c, "c"):  # geoopt.PoincareBall
+        c = c.c
+    t = torch.as_tensor(c)
+    if t.numel() != 1:
+        raise ValueError(f"c (curvature) must be a scalar, got shape {tuple(t.shape)}")
+    with torch.no_grad():
+        bad = (not torch.isfinite(t).all()) or bool(t <= 0)
+    if bad:
+        raise ValueError(f"c (curvature) must be finite and > 0, got {float(t)}")
+    if like is not None:
+        t = t.to(device=like.device, dtype=like.dtype)
+    elif not t.is_floating_point():
+        t = t.to(torch.get_default_dtype())
+    return t.reshape(())
+
+
+def check_in_ball(name: str, x: torch.Tensor, c) -> torch.Tensor:
+    r"""Raise unless every row of ``x`` lies strictly inside the ball (:math:`c\|x\|^2 < 1`).
+
+    Returns the squared norms :math:`\|x\|^2` (shape ``(N,)``) so callers do not recompute them.
+    """
+    k = curvature(c, x)
+    sq = x.pow(2).sum(-1)
+    with torch.no_grad():
+        worst = (k * sq).max() if sq.numel() else sq.new_zeros(())
+        if not torch.isfinite(worst) or worst >= 1:
+            radius = float(torch.sqrt(worst / k)) if torch.isfinite(worst) else float("nan")
+            raise ValueError(
+                f"{name} has points outside the Poincare ball: largest norm {radius:.6g} but "
+                f"the ball radius is 1/sqrt(c) = {float(1 / k.sqrt()):.6g}. Map Euclidean "
+                "features into the ball with noisy_pml.models.PoincareHead (or "
+                "noisy_pml.utils.hyperbolic.exp0 + project), and do not L2-normalise them "
+                "afterwards (e.g. GlobalEmbeddingSpaceTester(normalize_embeddings=False))."
+            )
+    return sq
+
+
+def project(x: torch.Tensor, c, eps: float | None = None) -> torch.Tensor:
+    r"""Clip the norm of each row to :math:`(1 - \epsilon)/\sqrt{c}` (inside the ball).
+
+    ``eps`` defaults to a dtype-dependent margin (4e-3 in float32, 1e-5 in float64, as geoopt).
+    """
+    k = curvature(c, x)
+    if eps is None:
+        eps = BALL_EPS.get(x.dtype, 4e-3)
+    max_norm = (1 - eps) / k.sqrt()
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(MIN_NORM)
+    return torch.where(norm > max_norm, x / norm * max_norm, x)
+
+
+def exp0(u: torch.Tensor, c) -> torch.Tensor:
+    r"""Exponential map at the origin: :math:`\tanh(\sqrt{c}\|u\|)\,u/(\sqrt{c}\|u\|)`.
+
+    The result may touch the boundary when ``tanh`` rounds to 1 (large ``|u|`` in float32);
+    follow with :func:`project` (as :class:`~noisy_pml.models.PoincareHead` does).
+    """
+    sqrt_c = curvature(c, u).sqrt()
+    norm = u.norm(dim=-1, keepdim=True).clamp_min(MIN_NORM)
+    return torch.tanh(sqrt_c * norm) * u / (sqrt_c * norm)
+
+
+def log0(x: torch.Tensor, c) -> torch.Tensor:
+    r"""Logarithmic map at the origin:
+    :math:`\operatorname{artanh}(\sqrt{c}\|x\|)\,x/(\sqrt{c}\|x\|)`.
+
+    The artanh argument is clamped below ``1 - 1e-7`` (float32) / ``1 - 1e-15`` (float64).
+    """
+    sqrt_c = curvature(c, x).sqrt()
+    norm = x.norm(dim=-1, keepdim=True).clamp_min(MIN_NORM)
+    top = 1 - (1e-15 if x.dtype == torch.float64 else 1e-7)
+    return torch.atanh((sqrt_c * norm).clamp(max=top)) * x / (sqrt_c * norm)
+
+
+def _safe_sqrt(a: torch.Tensor) -> torch.Tensor:
+    """sqrt with value 0 and gradient 0 (not NaN) at a <= 0 (the x == y case)."""
+    pos = a > 0
+    return torch.where(pos, torch.where(pos, a, torch.ones_like(a)).sqrt(), torch.zeros_like(a))
+
+
+def _min_den(dtype: torch.dtype) -> float:
+    # smallest admissible 1 - c|x|^2: keeps the ratio finite for points within rounding of the
+    # boundary (the ball check has already rejected points outside it)
+    return 1e-15 if dtype == torch.float64 else 1e-7
+
+
+_TINY = {False: 1e-20, True: 1e-60}
+
+
+def _sinh2_half(sq_diff, den_x, den_y, k):
+    r""":math:`A = c\|x-y\|^2 / ((1 - c\|x\|^2)(1 - c\|y\|^2))`."""
+    return k * sq_diff.clamp_min(0) / (den_x * den_y)
+
+
+def pairwise_sinh2(x: torch.Tensor, y: torch.Tensor | None, c, check: bool = True):
+    r"""Matrix :math:`A_{ij} = \sinh^2(\sqrt{c}\,d_c(x_i, y_j)/2)` with O(N M) memory.
+
+    :math:`\|x_i - y_j\|^2 = \|x_i\|^2 + \|y_j\|^2 - 2 x_i \cdot y_j` takes one matmul (no
+    N x M x D broadcast). With ``y`` None (or ``y is x``) the diagonal is set to exactly 0
+    (matmul cancellation makes it noisy near the boundary). Returns ``(A, self_pairs)``.
+    """
+    k = curvature(c, x)
+    same = y is None or y is x
+    sq_x = check_in_ball("query embeddings", x, k) if check else x.pow(2).sum(-1)
+    if same:
+        y, sq_y = x, sq_x
+    else:
+        sq_y = check_in_ball("reference embeddings", y, k) if check else y.pow(2).sum(-1)
+    lo = _min_den(x.dtype)
+    scale_x = k / (1 - k * sq_x).clamp_min(lo)
+    scale_y = 1 / (1 - k * sq_y).clamp_min(lo)
+    # |x_i - y_j|^2 = |x_i|^2 + |y_j|^2 - 2 x_i.y_j in one addmm, then A = c|x-y|^2 / (den den)
+    sq_diff = torch.addmm(sq_x[:, None] + sq_y[None, :], x, y.T, alpha=-2)
+    a = sq_diff.clamp_min(0) * torch.outer(scale_x, scale_y)
+    if same:
+        a.fill_diagonal_(0)
+    return a, same
+
+
+def pairwise_dist(x: torch.Tensor, y: torch.Tensor | None = None, c=1.0) -> torch.Tensor:
+    r"""Poincare distance matrix
+    :math:`D_{ij} = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{ij}}`.
+
+    ``x``: (N, D), ``y``: (M, D) or None (self-distances, exact zero diagonal). O(N M) memory.
+    :math:`A` is clamped below at a tiny value inside the square root (zero gradient there
+    instead of NaN, e.g. for duplicated rows).
+    """
+    k = curvature(c, x)
+    a, same = pairwise_sinh2(x, y, k)
+    d = torch.asinh(a.clamp_min(_TINY[a.dtype == torch.float64]).sqrt()) * (2 / k.sqrt())
+    if same:
+        d.fill_diagonal_(0)
+    return d
+
+
+def dist(x: torch.Tensor, y: torch.Tensor, c=1.0) -> torch.Tensor:
+    r"""Row-wise Poincare distance :math:`d_c(x_i, y_i)` (the difference is taken directly, so
+    identical rows give exactly 0 with a finite gradient)."""
+    if x.shape != y.shape:
+        raise ValueError(
+            f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    k = curvature(c, x)
+    sq_x = check_in_ball("x", x, k)
+    sq_y = check_in_ball("y", y, k)
+    lo = _min_den(x.dtype)
+    a = _sinh2_half(
+        (x - y).pow(2).sum(-1), (1 - k * sq_x).clamp_min(lo), (1 - k * sq_y).clamp_min(lo), k
+    )
+    return 2 / k.sqrt() * torch.asinh(_safe_sqrt(a))
+
+
+def similarity_from_sinh2(a: torch.Tensor) -> torch.Tensor:
+    r"""Bounded "gyro-cosine" similarity
+    :math:`s = (1 - A)/(1 + A) = 1 - 2\tanh^2(\sqrt{c}\,d_c/2)`.
+
+    Euclidean analogue: for unit vectors :math:`\cos = 1 - 2(\|x-y\|/2)^2`; here the half chord
+    :math:`\|x-y\|/2` is replaced by the gyro-norm :math:`\sqrt{c}\|(-x)\oplus_c y\| =
+    \tanh(\sqrt{c}\,d_c/2)`. Range (-1, 1], 1 iff x == y, strictly decreasing in :math:`d_c`.
+    """
+    return 2 / (1 + a) - 1
+
+
+def similarity_from_dist(d: torch.Tensor, c=1.0) -> torch.Tensor:
+    r""":math:`s = 1 - 2\tanh^2(\sqrt{c}\,d/2)` (the same map as :func:`similarity_from_sinh2`)."""
+    k = curvature(c, d)
+    return 1 - 2 * torch.tanh(k.sqrt() * d / 2).pow(2)
+
+
+def sphere_radius(c=1.0, norm: float = 1.0) -> float:
+    r"""Euclidean radius of :math:`\exp_0(u)` for :math:`\|u\| = ` ``norm``:
+    :math:`\tanh(\sqrt{c}\,\mathrm{norm})/\sqrt{c}` (the authors' head: ``norm`` = 1)."""
+    k = float(curvature(c))
+    return math.tanh(math.sqrt(k) * norm) / math.sqrt(k)
+
+
+def dist_from_cosine(cos: torch.Tensor, radius: float, c=1.0) -> torch.Tensor:
+    r"""Distance between two points of one sphere :math:`\|x\| = \|y\| = r` inside the ball:
+
+    .. math:: d = f(\cos) = \frac{2}{\sqrt{c}}\operatorname{asinh}
+              \frac{\sqrt{2c}\, r\sqrt{1 - \cos}}{1 - c r^2}
+
+    since :math:`\|x - y\|^2 = 2r^2(1 - \cos)`. ``f`` is strictly decreasing in the cosine, so
+    with the authors' head (:func:`sphere_radius`) hyperbolic ranking equals cosine ranking.
+    """
+    k = curvature(c, cos)
+    num = torch.sqrt(2 * k * (1 - cos).clamp_min(0)) * radius
+    return 2 / k.sqrt() * torch.asinh(num / (1 - k * radius**2))

@@ -1,0 +1,209 @@
+"""Per-pair AHSML thresholds in PML's Contrastive, Triplet and Multi-Similarity losses, and the
+end-to-end route through PML's trainers and testers."""
+
+import pytest
+import torch
+from pytorch_metric_learning import testers, trainers
+from pytorch_metric_learning.distances import CosineSimilarity, LpDistance
+from pytorch_metric_learning.losses import (
+    ContrastiveLoss,
+    MultiSimilarityLoss,
+    NTXentLoss,
+    TripletMarginLoss,
+)
+from pytorch_metric_learning.miners import MultiSimilarityMiner
+from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from pytorch_metric_learning.utils.inference import CustomKNN
+
+from noisy_pml.distances import PoincareDistance, PoincareSimilarity
+from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss, two_view_batch_getter
+from noisy_pml.miners import NoiseAwarePairMiner
+from noisy_pml.models import PoincareHead
+from noisy_pml.utils import hyperbolic as hyp
+from noisy_pml.utils.class_divergence import AdaptiveThresholds
+
+
+def batch(views=2, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.tensor([0, 0, 1, 1, 1, 2]).repeat(views)
+    u = torch.randn(len(labels), 5, generator=g, dtype=dtype)
+    return hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), labels
+
+
+def thresholds_for(loss, x, labels, gamma=0.5):
+    return AdaptiveThresholds(gamma, 0.2, "literal", "min", "batch")(loss.distance, x, labels)
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        MultiSimilarityLoss(base=0.3, distance=PoincareSimilarity()),
+        ContrastiveLoss(pos_margin=1, neg_margin=0.2, distance=CosineSimilarity()),
+        TripletMarginLoss(margin=0.1, distance=PoincareSimilarity()),
+    ],
+    ids=lambda loss: type(loss).__name__,
+)
+def test_constant_thresholds_without_views_give_the_wrapped_loss(inner):
+    x, labels = batch(views=1)
+    wrapped = AdaptiveThresholdLoss(inner, gamma=0.5, delta=0.0, scope="batch", views=1)
+    torch.testing.assert_close(wrapped(x, labels), inner(x, labels))
+
+
+def test_contrastive_equals_hand_computation():
+    x, labels = batch()
+    inner = ContrastiveLoss(pos_margin=0.9, neg_margin=0.1, distance=PoincareSimilarity())
+    loss = AdaptiveThresholdLoss(inner, scope="batch")
+    res, s = thresholds_for(inner, x, labels), inner.distance(x)
+    pos = res.aug_mask | res.pos_mask  # the views of one image are positives too
+    pos_l = torch.relu(0.9 + res.thresholds[pos] - 0.5 - s[pos])
+    neg_l = torch.relu(s[res.neg_mask] - (0.1 + res.thresholds[res.neg_mask] - 0.5))
+    # AvgNonZeroReducer per sub-loss, then summed
+    expected = pos_l[pos_l > 0].mean() + neg_l[neg_l > 0].mean()
+    torch.testing.assert_close(loss(x, labels), expected)
+    assert inner.pos_margin == 0.9 and inner.neg_margin == 0.1  # margins restored
+    assert isinstance(inner.distance, PoincareSimilarity)
+
+
+def test_triplet_equals_hand_computation():
+    x, labels = batch()
+    inner = TripletMarginLoss(margin=0.05, distance=PoincareSimilarity())
+    loss = AdaptiveThresholdLoss(inner, scope="batch")
+    res, s = thresholds_for(inner, x, labels), inner.distance(x)
+    t, vals = res.thresholds, []
+    for a in range(len(labels)):
+        for p in range(len(labels)):
+            for n in range(len(labels)):
+                if a != p and labels[a] == labels[p] and labels[a] != labels[n]:
+                    vals.append(torch.relu(s[a, n] - s[a, p] + 0.05 + t[a, p] - t[a, n]))
+    vals = torch.stack(vals)
+    torch.testing.assert_close(loss(x, labels), vals[vals > 0].mean())
+    assert inner.margin == 0.05
+
+
+def test_multi_similarity_equals_hand_computation():
+    x, labels = batch()
+    inner = MultiSimilarityLoss(alpha=2, beta=10, base=0.4, distance=PoincareSimilarity())
+    loss = AdaptiveThresholdLoss(inner, gamma=0.5, scope="batch")
+    res, s = thresholds_for(inner, x, labels), inner.distance(x)
+    b = 0.4 + res.thresholds - 0.5
+    pos = res.aug_mask | res.pos_mask
+    per_anchor = []
+    for i in range(len(labels)):
+        lp = torch.log1p(torch.exp(-2 * (s[i] - b[i]))[pos[i]].sum()) / 2
+        ln = torch.log1p(torch.exp(10 * (s[i] - b[i]))[res.neg_mask[i]].sum()) / 10
+        per_anchor.append(lp + ln)
+    torch.testing.assert_close(loss(x, labels), torch.stack(per_anchor).mean())
+    assert inner.base == 0.4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_miner_indices_reducer_and_dtype(dtype):
+    x, labels = batch(dtype=dtype)
+    x = x.clone().requires_grad_()
+    inner = ContrastiveLoss(pos_margin=1, neg_margin=0, distance=PoincareSimilarity(),
+                            reducer=MeanReducer())
+    loss = AdaptiveThresholdLoss(inner, scope="batch")
+    mined = MultiSimilarityMiner(epsilon=0.1, distance=PoincareSimilarity())(x, labels)
+    out = loss(x, labels, mined)
+    out.backward()
+    assert out.dtype == dtype and torch.isfinite(x.grad).all()
+
+
+def test_rejects_unsupported_losses_and_distances():
+    with pytest.raises(TypeError, match="ContrastiveLoss"):
+        AdaptiveThresholdLoss(NTXentLoss(), scope="batch")
+    with pytest.raises(ValueError, match="similarity"):
+        AdaptiveThresholdLoss(ContrastiveLoss(distance=LpDistance()), scope="batch")
+    with pytest.raises(ValueError, match="similarity"):
+        AdaptiveThresholdLoss(TripletMarginLoss(distance=PoincareDistance()), scope="batch")
+
+
+# ---- end to end in PML's trainers and tester ------------------------------------------------
+
+
+class TwoViewToy(torch.utils.data.Dataset):
+    """Items (weak_view, strong_view, label, index) like noisy_pml.datasets.TwoViewDataset."""
+
+    def __init__(self, n=48, classes=6, d=8):
+        g = torch.Generator().manual_seed(0)
+        self.targets = torch.arange(n) % classes
+        centres = torch.randn(classes, d, generator=g) * 2
+        self.x = centres[self.targets] + torch.randn(n, d, generator=g)
+        self.noise = torch.randn(2, n, d, generator=g) * 0.1
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return self.x[i] + self.noise[0, i], self.x[i] + self.noise[1, i], self.targets[i], i
+
+
+class Plain(torch.utils.data.Dataset):
+    def __init__(self, toy):
+        self.toy = toy
+
+    def __len__(self):
+        return len(self.toy)
+
+    def __getitem__(self, i):
+        return self.toy.x[i], self.toy.targets[i]
+
+
+def run_trainer(trainer_cls, loss, layout, miner=None):
+    data = TwoViewToy()
+    models = {"trunk": torch.nn.Identity(), "embedder": PoincareHead(8, 4)}
+    opt = torch.optim.SGD(models["embedder"].parameters(), lr=0.1)
+    receivers = (loss,) if miner is None else (loss, miner)
+    trainer = trainer_cls(
+        models=models,
+        optimizers={"embedder_optimizer": opt},
+        batch_size=12,
+        loss_funcs={"metric_loss": loss},
+        mining_funcs={} if miner is None else {"tuple_miner": miner},
+        dataset=data,
+        data_and_label_getter=two_view_batch_getter(*receivers, layout=layout),
+        dataloader_num_workers=0,
+        set_min_label_to_zero=False,
+    )
+    before = models["embedder"].linear.weight.detach().clone()
+    trainer.train(num_epochs=1)
+    assert not torch.equal(before, models["embedder"].linear.weight)
+    calc = AccuracyCalculator(include=("precision_at_1",), k=1,
+                              knn_func=CustomKNN(PoincareDistance()))
+    tester = testers.GlobalEmbeddingSpaceTester(
+        normalize_embeddings=False, accuracy_calculator=calc, dataloader_num_workers=0
+    )
+    acc = tester.test({"val": Plain(data)}, 1, models["trunk"], models["embedder"])
+    assert 0 <= acc["val"]["precision_at_1_level0"] <= 1
+
+
+@pytest.mark.parametrize("layout", ["two_stream", "concat"])
+def test_wrapped_loss_trains_in_pml_trainers_with_memory_bank(layout):
+    two_stream = layout == "two_stream"
+    trainer_cls = trainers.TwoStreamMetricLoss if two_stream else trainers.MetricLossOnly
+    inner = MultiSimilarityLoss(distance=PoincareSimilarity())
+    run_trainer(trainer_cls, AdaptiveThresholdLoss(inner, num_samples=48), layout)
+
+
+def test_ms_star_and_noise_aware_miner_train_in_two_stream_trainer():
+    loss = MultiSimilarityStarLoss(num_samples=48)
+    run_trainer(trainers.TwoStreamMetricLoss, loss, "two_stream", miner=NoiseAwarePairMiner())
+    assert loss.thresholds.bank.labels.ge(0).all()  # every sample reached the memory bank
+
+
+def test_missing_sample_indices_in_a_trainer_raise():
+    loss = MultiSimilarityStarLoss(num_samples=48)
+    data = TwoViewToy()
+    trainer = trainers.TwoStreamMetricLoss(
+        models={"trunk": torch.nn.Identity(), "embedder": PoincareHead(8, 4)},
+        optimizers={},
+        batch_size=12,
+        loss_funcs={"metric_loss": loss},
+        mining_funcs={},
+        dataset=data,
+        data_and_label_getter=lambda b: (b[0], b[1], b[2]),
+        dataloader_num_workers=0,
+    )
+    with pytest.raises(ValueError, match="sample_indices"):
+        trainer.train(num_epochs=1)

@@ -1,0 +1,223 @@
+"""SmoothProxyAnchorLoss equals PML's ProxyAnchorLoss and a literal reference; options, errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.losses import ProxyAnchorLoss
+from pytorch_metric_learning.miners import MultiSimilarityMiner
+from pytorch_metric_learning.reducers import MeanReducer
+from pytorch_metric_learning.regularizers import RegularFaceRegularizer
+
+from noisy_pml.losses import SmoothProxyAnchorLoss
+
+B, C, D = 24, 7, 5
+OPTIONS = [(ps, wn) for ps in ("confidence", "labels") for wn in (True, False)]
+
+
+def _pair(dtype=torch.float64, **kwargs):
+    """A PML ProxyAnchorLoss and a SmoothProxyAnchorLoss sharing the same proxies."""
+    pml = ProxyAnchorLoss(C, D, **{k: v for k, v in kwargs.items() if k in ("reducer", "distance",
+                                                                            "weight_regularizer")})
+    ours = SmoothProxyAnchorLoss(C, D, **kwargs)
+    pml, ours = pml.to(dtype), ours.to(dtype)
+    ours.proxies.data.copy_(pml.proxies.data)
+    return pml, ours
+
+
+def _batch(dtype=torch.float64):
+    emb = torch.randn(B, D, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, C - 1, (B,))  # class C-1 has no sample: a proxy without positives
+    return emb, labels
+
+
+def _grads(loss_fn, emb, labels, **kw):
+    loss = loss_fn(emb, labels, **kw)
+    return (loss, *torch.autograd.grad(loss, [emb, loss_fn.proxies]))
+
+
+def _assert_same(a, b, tol=1e-12):
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
+def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=0.5, k=10.0, tau=0.5,
+                   positive_set="confidence", weighted_negatives=True):
+    """The spec's formula, one proxy and one sample at a time."""
+    s = F.normalize(emb) @ F.normalize(proxies).T
+    S = torch.sigmoid(k * (c - mu))
+    n, m = s.shape
+    pos_terms, neg_sum = [], 0.0
+    for p in range(m):
+        if positive_set == "confidence":
+            pos = [x for x in range(n) if c[x, p] >= tau]
+        else:
+            pos = [x for x in range(n) if labels[x] == p]
+        if pos:
+            inner = sum(S[x, p] * torch.exp(-alpha * (s[x, p] - delta)) for x in pos)
+            pos_terms.append(torch.log(1 + inner))
+        inner = 0.0
+        for x in range(n):
+            if x not in pos:
+                w = (1 - S[x, p]) if weighted_negatives else 1.0
+                inner = inner + w * torch.exp(alpha * (s[x, p] + delta))
+        neg_sum = neg_sum + torch.log(1 + inner)
+    return sum(pos_terms) / len(pos_terms) + neg_sum / m
+
+
+@pytest.mark.parametrize("positive_set,weighted_negatives", OPTIONS)
+def test_one_hot_confidences_with_sharp_step_equal_pml_proxy_anchor(positive_set,
+                                                                    weighted_negatives):
+    pml, ours = _pair(smoothing_sharpness=1e4, positive_set=positive_set,
+                      weighted_negatives=weighted_negatives)
+    emb, labels = _batch()
+    c = F.one_hot(labels, C).double()
+    _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels, confidences=c))
+
+
+def test_without_confidences_is_pml_proxy_anchor_on_the_labels():
+    pml, ours = _pair()  # default (soft) smoothing: unused without confidences
+    emb, labels = _batch()
+    _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels))
+
+
+@pytest.mark.parametrize("positive_set,weighted_negatives", OPTIONS)
+def test_matches_literal_formula_on_random_confidences(positive_set, weighted_negatives):
+    ours = SmoothProxyAnchorLoss(C, D, positive_set=positive_set,
+                                 weighted_negatives=weighted_negatives).double()
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64) ** 2
+    c[torch.arange(B), labels] = torch.rand(B, dtype=torch.float64)  # some labels look wrong
+    expected = reference_loss(emb, labels, ours.proxies, c, positive_set=positive_set,
+                              weighted_negatives=weighted_negatives)
+    want = (expected, *torch.autograd.grad(expected, [emb, ours.proxies]))
+    _assert_same(want, _grads(ours, emb, labels, confidences=c), tol=1e-10)
+
+
+def test_relabelling_makes_confident_classes_positive():
+    ours = SmoothProxyAnchorLoss(C, D, collect_stats=True).double()
+    emb, labels = _batch()
+    c = torch.zeros(B, C, dtype=torch.float64)
+    c[torch.arange(B), (labels + 1) % C] = 0.9  # every sample confidently belongs elsewhere
+    loss = ours(emb, labels, confidences=c)
+    relabelled = reference_loss(emb, (labels + 1) % C, ours.proxies, c)
+    torch.testing.assert_close(loss, relabelled, rtol=1e-12, atol=1e-12)
+    assert ours.relabelled_share == 1.0
+    assert ours.mean_confidence == 0.0
+
+
+def test_zero_weight_sample_changes_nothing():
+    # hard step, positives = labels: sample 0 is below the threshold for its label and above it
+    # for every other class, so all its weights are exactly 0
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_sharpness=math.inf, positive_set="labels").double()
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64)
+    c[0] = 0.9
+    c[0, labels[0]] = 0.2
+    full = ours(emb, labels, confidences=c)
+    (grad,) = torch.autograd.grad(full, [emb])
+    rest = ours(emb[1:], labels[1:], confidences=c[1:])
+    torch.testing.assert_close(full, rest, rtol=1e-12, atol=1e-12)
+    assert torch.equal(grad[0], torch.zeros_like(grad[0]))
+
+
+def test_proxies_without_positives_contribute_nothing_to_the_positive_term():
+    ours = SmoothProxyAnchorLoss(C, D).double()
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64) * 0.4
+    c[:, 0] = 0.8  # class 0 is everyone's; no one reaches the threshold for the others
+    ours._confidences = c
+    loss_dict = ours.compute_loss(emb, labels, None, emb, labels)
+    pos = loss_dict["pos_loss"]
+    assert pos["divisor"] == 1
+    assert torch.equal(pos["losses"][1:], torch.zeros(C - 1, dtype=torch.float64))
+    (grad,) = torch.autograd.grad(pos["losses"].sum(), [ours.proxies])
+    assert torch.equal(grad[1:], torch.zeros_like(grad[1:]))
+
+
+def test_with_a_miner_equals_pml():
+    pml, ours = _pair()
+    emb, labels = _batch()
+    tuples = MultiSimilarityMiner(epsilon=0.1)(emb, labels)
+    _assert_same(_grads(pml, emb, labels, indices_tuple=tuples),
+                 _grads(ours, emb, labels, indices_tuple=tuples))
+
+
+def test_with_a_reducer_and_a_weight_regulariser_equals_pml():
+    pml, ours = _pair(reducer=MeanReducer(), weight_regularizer=RegularFaceRegularizer())
+    emb, labels = _batch()
+    _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels))
+
+
+def test_with_a_distance_instead_of_a_similarity_equals_pml():
+    pml, ours = _pair(distance=LpDistance())
+    emb, labels = _batch()
+    _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_follows_input_dtype(dtype):
+    ours = SmoothProxyAnchorLoss(C, D)
+    emb, labels = _batch(dtype)
+    c = torch.rand(B, C, dtype=dtype)
+    loss = ours(emb, labels, confidences=c)
+    loss.backward()
+    assert loss.dtype == dtype and ours.proxies.dtype == dtype
+    assert torch.isfinite(emb.grad).all() and torch.isfinite(ours.proxies.grad).all()
+    expected = reference_loss(emb.double(), labels, ours.proxies.double(), c.double())
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_finite_at_the_edges():
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_sharpness=math.inf)
+    labels = torch.arange(B) % C
+    emb = ours.proxies.detach()[labels].clone().requires_grad_()  # s = 1 on the positives
+    c = (torch.rand(B, C) > 0.5).float()  # confidences exactly 0 or 1
+    ours(emb, labels, confidences=c).backward()
+    assert torch.isfinite(emb.grad).all() and torch.isfinite(ours.proxies.grad).all()
+
+
+def test_confidence_source_feeds_trainer_calls():
+    c = torch.rand(B, C, dtype=torch.float64)
+    ours = SmoothProxyAnchorLoss(C, D, confidence_source=lambda: c).double()
+    emb, labels = _batch()
+    torch.testing.assert_close(ours(emb, labels), ours(emb, labels, confidences=c))
+
+
+def test_second_backward_through_the_same_graph_raises():
+    ours = SmoothProxyAnchorLoss(C, D)
+    emb, labels = _batch(torch.float32)
+    loss = ours(emb, labels)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="twice"):
+        loss.backward()
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("confidences", torch.rand(B, C + 1), "shape"),
+        ("confidences", torch.rand(B, C) + 0.5, r"\[0, 1\]"),
+        ("confidences", torch.full((B, C), float("nan")), "NaN"),
+        ("labels", torch.full((B,), C), "labels"),
+        ("embeddings", torch.full((B, D), float("nan")), "embeddings"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(field, value, match):
+    ours = SmoothProxyAnchorLoss(C, D)
+    args = {"embeddings": torch.randn(B, D), "labels": torch.randint(0, C, (B,)),
+            "confidences": torch.rand(B, C)}
+    args[field] = value
+    with pytest.raises(ValueError, match=match):
+        ours(args["embeddings"], args["labels"], confidences=args["confidences"])
+
+
+def test_bad_options_raise():
+    with pytest.raises(ValueError, match="positive_set"):
+        SmoothProxyAnchorLoss(C, D, positive_set="soft")
+    with pytest.raises(ValueError, match="smoothing_sharpness"):
+        SmoothProxyAnchorLoss(C, D, smoothing_sharpness=0)
