@@ -4,12 +4,15 @@
    ``PoincareBall.dist(x[:, None], y[None])`` (B x B x D memory), float32, plus the float32
    relative error of ours against geoopt in float64 (points inside 0.99 of the radius).
 2. One loss step (forward + backward) of the AHSML losses vs the plain PML loss they wrap, at
-   B = 2 x 120 (two views of 120 images, 30 classes x 4), D = 512.
+   B = 2 x 120 (two views of 120 images, 30 classes x 4), D = 512. Memory scope: a CUB-sized bank
+   (5864 samples, 100 classes) prefilled, and each step draws a new batch (30 classes x 4 bank
+   members, as PML's MPerClassSampler) so the bank rows written change from step to step.
+   ``refresh_every=k`` rows are timed over blocks of k consecutive steps (one refresh each).
 
 Timings are medians of repeats measured in the same run; ratios are what to read. Writes
 benchmarks/results/ahsml_speed.md.
 
-    PYTHONPATH=. python benchmarks/bench_ahsml.py [--quick]
+    PYTHONPATH=. python benchmarks/bench_ahsml.py [--quick] [--losses-only]
 """
 
 from __future__ import annotations
@@ -42,16 +45,18 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def paired_times(fn_a, fn_b, repeats: int):
-    """Interleaved timings of two functions: medians of each and the median per-pair ratio b/a
-    (robust to load drift on a shared machine)."""
+def paired_times(fn_a, fn_b, repeats: int, block: int = 1):
+    """Interleaved timings of two functions, each sample a block of ``block`` consecutive calls:
+    medians of the per-call time of each and the median per-pair ratio b/a (robust to load
+    drift on a shared machine)."""
     fn_a(), fn_b()
     ta, tb = [], []
     for _ in range(repeats):
         for fn, out in ((fn_a, ta), (fn_b, tb)):
             t = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t)
+            for _ in range(block):
+                fn()
+            out.append((time.perf_counter() - t) / block)
     ratio = statistics.median(b / a for a, b in zip(ta, tb, strict=True))
     return statistics.median(ta), statistics.median(tb), ratio
 
@@ -88,62 +93,88 @@ def bench_distance(sizes, repeats):
     return rows
 
 
-def ahsml_batch(num_images=120, per_class=4, d=512, seed=0):
+NUM_SAMPLES, NUM_CLASSES, STEPS_PER_EPOCH = 5864, 100, 5864 // 120
+
+
+def ahsml_batch(num_images=120, d=512, seed=0):
     g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(num_images // per_class).repeat_interleave(per_class)
     u = torch.randn(2 * num_images, d, generator=g)
-    x = hyp.project(hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
-    idx = torch.randperm(5864, generator=g)[:num_images]
-    return x, labels.repeat(2), idx
+    return hyp.project(hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
 
 
-def prefill(loss, num_samples=5864, classes=100, d=512):
+def batch_schedule(steps=64, classes=30, per_class=4, seed=0):
+    """(labels of the 2 x 120 rows, dataset indices of the 120 images) per step: ``classes``
+    random classes x ``per_class`` random bank members of each (bank labels: index mod 100)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        cls = torch.randperm(NUM_CLASSES, generator=g)[:classes]
+        members = NUM_SAMPLES // NUM_CLASSES  # every class has at least this many members
+        pick = torch.stack([torch.randperm(members, generator=g)[:per_class] for _ in cls])
+        idx = (pick * NUM_CLASSES + cls[:, None]).flatten()
+        out.append((cls.repeat_interleave(per_class).repeat(2), idx))
+    return out
+
+
+def prefill(loss, d=512):
     """Steady state of a memory bank: every CUB-train-sized sample seen once."""
     g = torch.Generator().manual_seed(1)
-    thr = loss.thresholds
-    u = torch.randn(num_samples, d, generator=g)
+    u = torch.randn(NUM_SAMPLES, d, generator=g)
     emb = hyp.project(hyp.exp0(torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
-    thr.bank.update(emb, torch.arange(num_samples) % classes, torch.arange(num_samples))
+    labels = torch.arange(NUM_SAMPLES) % NUM_CLASSES
+    loss.thresholds.bank.update(emb, labels, torch.arange(NUM_SAMPLES))
 
 
 def bench_losses(repeats):
-    x0, labels, idx = ahsml_batch()
-    # keep the memory-bank labels consistent with the batch labels
+    x0 = ahsml_batch()
+    schedule = batch_schedule()
     cases = []
     for dist_name, dist_cls in (("poincare", PoincareSimilarity), ("cosine", CosineSimilarity)):
         plain_ms = MultiSimilarityLoss(distance=dist_cls())
         for scope in ("batch", "memory"):
-            kw = {"scope": scope, "num_samples": 5864 if scope == "memory" else None}
+            kw = {"scope": scope, "num_samples": NUM_SAMPLES if scope == "memory" else None}
             cases.append((f"MS* ({dist_name}, {scope})", plain_ms,
-                          MultiSimilarityStarLoss(distance=dist_cls(), **kw)))
+                          MultiSimilarityStarLoss(distance=dist_cls(), **kw), 1))
             if scope == "memory" and dist_name == "poincare":
-                cases.append((f"MS* ({dist_name}, {scope}, 16 per class)", plain_ms,
-                              MultiSimilarityStarLoss(distance=dist_cls(),
-                                                      bank_samples_per_class=16, **kw)))
+                k = STEPS_PER_EPOCH
+                cases += [
+                    (f"MS* ({dist_name}, {scope}, refresh_every={k} ~ 1 epoch)", plain_ms,
+                     MultiSimilarityStarLoss(distance=dist_cls(), refresh_every=k, **kw), k),
+                    (f"MS* ({dist_name}, {scope}, direct: all member pairs per step)", plain_ms,
+                     MultiSimilarityStarLoss(distance=dist_cls(), memory_statistics="direct",
+                                             **kw), 1),
+                    (f"MS* ({dist_name}, {scope}, direct, 16 per class)", plain_ms,
+                     MultiSimilarityStarLoss(distance=dist_cls(), bank_samples_per_class=16,
+                                             **kw), 1),
+                ]
             for inner in (
                 MultiSimilarityLoss(distance=dist_cls()),
                 ContrastiveLoss(pos_margin=1, neg_margin=0, distance=dist_cls()),
                 TripletMarginLoss(margin=0.1, distance=dist_cls()),
             ):
                 cases.append((f"Adaptive[{type(inner).__name__}] ({dist_name}, {scope})", inner,
-                              AdaptiveThresholdLoss(inner, **kw)))
+                              AdaptiveThresholdLoss(inner, **kw), 1))
     rows = []
-    for name, plain, ahsml in cases:
+    for name, plain, ahsml, block in cases:
         if ahsml.thresholds.scope == "memory":
             prefill(ahsml)
+        counters = {"plain": 0, "ahsml": 0}
 
-        def step(loss, feed):
+        def step(loss, key, counters=counters):
+            labels, idx = schedule[counters[key] % len(schedule)]
+            counters[key] += 1
             x = x0.clone().requires_grad_()
-            if feed:
+            if key == "ahsml":
                 loss.set_batch_info(sample_indices=idx)
             loss(x, labels).backward()
 
         t_plain, t_ahsml, ratio = paired_times(
-            lambda plain=plain: step(plain, False), lambda ahsml=ahsml: step(ahsml, True), repeats
+            lambda plain=plain: step(plain, "plain"), lambda ahsml=ahsml: step(ahsml, "ahsml"),
+            repeats if block == 1 else max(3, repeats // 3), block,
         )
         rows.append((name, t_plain * 1e3, t_ahsml * 1e3, ratio))
-        print(f"{name:55s} plain {t_plain * 1e3:7.2f} ms  ahsml {t_ahsml * 1e3:7.2f} ms  "
-              f"x{ratio:5.2f}")
+        print(f"{name:70s} plain {t_plain * 1e3:7.2f} ms  ahsml {t_ahsml * 1e3:7.2f} ms  "
+              f"x{ratio:5.2f}", flush=True)
     return rows
 
 
@@ -153,15 +184,27 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default=Path(__file__).parent / "results" / "ahsml_speed.md")
+    parser.add_argument("--losses-only", action="store_true",
+                        help="re-run only the loss steps; keep the distance table of --out")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     sizes = [(256, 128), (512, 512)] if args.quick else [
         (b, d) for b in (256, 512, 1024) for d in (128, 512)
     ]
-    dist_rows = bench_distance(sizes, repeats=5 if args.quick else 20)
+    kept = None
+    if args.losses_only:
+        text = Path(args.out).read_text()
+        if "## Loss step" not in text:
+            raise SystemExit(f"--losses-only: no previous tables in {args.out}")
+        kept = text[: text.index("## Loss step")].rstrip("\n").splitlines()
+        kept += ["", "(Distance table from the previous full run; loss steps re-run with "
+                 "`--losses-only`.)"]
+        dist_rows = []
+    else:
+        dist_rows = bench_distance(sizes, repeats=5 if args.quick else 20)
     loss_rows = bench_losses(repeats=5 if args.quick else 15)
-    lines = [
+    lines = kept if kept is not None else [
         "# AHSML speed (CPU, float32)",
         "",
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of repeats; "
@@ -181,7 +224,15 @@ def main():
         "",
         "## Loss step (forward + backward), B = 2 x 120, D = 512",
         "",
-        "Memory scope: bank of 5864 samples (CUB train size) over 100 classes, prefilled.",
+        "Memory scope: bank of 5864 samples (CUB train size) over 100 classes, prefilled; every "
+        "step draws a new batch of 30 classes x 4 bank members (about 1,760 bank members of the "
+        "batch's classes). Default memory statistics for a non-cosine similarity: "
+        "`memory_statistics=\"incremental\"` (exact class-pair sums over the whole bank, "
+        "updated with the old and new contributions of the 120 rewritten rows, O(B N D) per "
+        "step); `refresh_every=k` applies the pending changes every k steps (timed over "
+        "blocks of k steps, one refresh each); `direct` compares all bank members of the "
+        "batch's classes at each step (the previous default). Cosine uses the closed form "
+        "from class means.",
         "",
         "Ratio = median over interleaved (plain, AHSML) pairs of repeats.",
         "",

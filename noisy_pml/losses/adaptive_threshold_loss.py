@@ -44,7 +44,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
     Args:
         loss: a ``ContrastiveLoss``, ``TripletMarginLoss`` or ``MultiSimilarityLoss`` instance.
         gamma, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class: see
+            bank_samples_per_class, memory_statistics, refresh_every: see
             ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
         thresholds: a ready ``AdaptiveThresholds`` module.
     """
@@ -62,6 +62,8 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         bank_view: int = 0,
         bank_samples_per_class: int | None = None,
         thresholds: AdaptiveThresholds | None = None,
+        memory_statistics: str | None = None,
+        refresh_every: int = 1,
     ):
         if not isinstance(loss, SUPPORTED):
             raise TypeError(
@@ -77,7 +79,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         self.loss = loss
         self.thresholds = thresholds or AdaptiveThresholds(
             gamma, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class,
+            bank_samples_per_class, memory_statistics, refresh_every,
         )
 
     def set_batch_info(self, sample_indices=None, instance_ids=None) -> None:

@@ -32,7 +32,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         alpha, beta: MS scales :math:`\rho = 2`, :math:`\sigma = 50` (PML defaults).
         base: the base threshold :math:`\gamma` (0.5), in the similarity's units.
         delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class: see
+            bank_samples_per_class, memory_statistics, refresh_every: see
             ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
         mining_epsilon: (R) MS hard-pair mining on label pairs: keep a negative if
             :math:`s_{in} > \min_{P_i} s - \epsilon`, a positive if
@@ -61,6 +61,8 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         bank_samples_per_class: int | None = None,
         mining_epsilon: float | None = None,
         thresholds: AdaptiveThresholds | None = None,
+        memory_statistics: str | None = None,
+        refresh_every: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,7 +70,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         self.mining_epsilon = mining_epsilon
         self.thresholds = thresholds or AdaptiveThresholds(
             base, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class,
+            bank_samples_per_class, memory_statistics, refresh_every,
         )
         self.add_to_recordable_attributes(
             list_of_names=["alpha", "beta", "base"], is_stat=False

@@ -22,6 +22,12 @@ instance id of each row (rows of one image share it). Pair masks:
     M_a(a) = \min_{(i,j) \in P,\ i \in a} s_{ij}\ \text{(or max)}
 
 The threshold matrix ``T`` takes ``M_a`` on ``A``, ``M_p`` on ``P`` and ``M_n`` on ``N``.
+
+Scope (R): ``"batch"`` takes the pairs of the batch (views of one image excluded); ``"memory"``
+(default) takes every pair of distinct filled entries of a memory bank holding the latest
+embedding of every training sample, after the batch has been written to it. For a non-cosine
+similarity the bank keeps exact class-pair sums and updates them with the rewritten rows only
+(O(B N D) per step, :class:`EmbeddingMemoryBank`); cosine uses the closed form from class means.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from .checks import check_labels, check_ndim, check_rate
 NEGATIVE_READINGS = ("literal", "divergence")
 AUGMENTATION_READINGS = ("min", "max")
 SCOPES = ("memory", "batch")
+MEMORY_STATISTICS = ("incremental", "direct")
 
 
 def instance_ids_from_views(n: int, views: int, device=None) -> torch.Tensor:
@@ -112,33 +119,122 @@ def minmax_to_range(x: torch.Tensor, delta: float) -> torch.Tensor:
     return torch.where(finite, scaled, torch.zeros_like(x))
 
 
+_BLOCK_ELEMENTS = 1 << 22  # similarity entries per block (16 MB in float32)
+
+
+def distance_key(distance) -> tuple:
+    """Fingerprint of a distance's class, settings and parameter values; cached bank statistics
+    are rebuilt when it changes (e.g. a learnable curvature moved)."""
+    stats = set(getattr(distance, "_record_these_stats", ())) | {"training"}
+    scalars = tuple(
+        sorted(
+            (k, v)
+            for k, v in vars(distance).items()
+            if not k.startswith("_") and k not in stats and isinstance(v, bool | int | float | str)
+        )
+    )
+    tensors = tuple(
+        (k, tuple(v.detach().flatten().tolist()) if v.numel() <= 64 else (v.data_ptr(), v._version))
+        for k, v in distance.state_dict().items()
+    )
+    return type(distance), scalars, tensors
+
+
+def _rowsums(distance, z, x, onehot, self_pairs: bool = False) -> torch.Tensor:
+    r""":math:`\sum_j s(z_i, x_j)\,\text{onehot}_{jc}` (float64, ``len(z) x C``) in row blocks
+    (one similarity matrix and one matmul per block). ``self_pairs``: ``z`` is ``x``, and the
+    pairs ``(i, i)`` are left out."""
+    out = torch.zeros(len(z), onehot.shape[1], dtype=torch.float64, device=z.device)
+    step = max(1, _BLOCK_ELEMENTS // max(1, len(x)))
+    for i0 in range(0, len(z), step):
+        s = distance(z[i0 : i0 + step], x)
+        if self_pairs:
+            s[:, i0 : i0 + step].fill_diagonal_(0)
+        out[i0 : i0 + step] = (s @ onehot).double()
+    return out
+
+
 class EmbeddingMemoryBank(torch.nn.Module):
-    """The latest (detached) embedding and label of every training sample, by dataset index.
+    r"""The latest (detached) embedding and label of every training sample, by dataset index.
+
+    Exact class-pair statistics over the whole bank (:meth:`sync_statistics`,
+    :meth:`pair_statistics`): the bank caches, for one similarity :math:`s`, the sums
+    :math:`\Sigma_{ab} = \sum_{i \ne j,\ y_i = a,\ y_j = b} s(x_i, x_j)` over the filled entries
+    (a C x C float64 matrix over every class in the bank) and the member counts :math:`n_a`;
+    :math:`S_{aa} = \Sigma_{aa} / (n_a(n_a - 1))` and :math:`S_{ab} = \Sigma_{ab} / (n_a n_b)`
+    are then the brute-force pair averages over the current bank. With ``track_changes`` a sync
+    applies only the rows :math:`R` written since the previous sync: every changed row's
+    contribution is subtracted with its old embedding and label and added back with its new one,
+
+    .. math:: \Sigma \mathrel{+}= D(X'_R) - D(X_R),\quad
+              D(Z) = Q_Z^\top s(Z, X_U) P_U + \big(Q_Z^\top s(Z, X_U) P_U\big)^\top
+              + Q_Z^\top s(Z, Z)_{i \ne j} Q_Z
+
+    (:math:`U` the unchanged rows, :math:`P, Q` one-hot class matrices): one matmul per row
+    block, O(|R| N D) time and O(block x N) memory. A full rebuild (all pairs, O(N^2 D / 2))
+    runs instead when it is cheaper (more than N/2 rows changed), on the first sync, when the
+    similarity's settings or parameter values changed (e.g. a learnable curvature), or when the
+    bank was reset, moved or loaded. Without ``track_changes`` every sync is a full rebuild.
 
     Args:
         num_samples: size of the training set (indices must lie in ``0..num_samples-1``).
+        track_changes: record the old value of every row written since the last sync (at most
+            one copy per row, and at most ``num_samples / 2`` rows before a rebuild is due).
     """
 
-    def __init__(self, num_samples: int):
+    def __init__(self, num_samples: int, track_changes: bool = False):
         super().__init__()
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.num_samples = int(num_samples)
+        self.track_changes = bool(track_changes)
         self.register_buffer("embeddings", torch.zeros(0))
         self.register_buffer("labels", torch.full((self.num_samples,), -1, dtype=torch.long))
+        self._cache: tuple | None = None  # (key, classes, sums, counts)
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        """Forget the change log: the next sync rebuilds the statistics from scratch."""
+        self._rebuild = True
+        self._dirty: torch.Tensor | None = None
+        self._log: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._logged = 0
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._invalidate()
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def update(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
         check_ndim("embeddings", embeddings, 2)
         n = self.num_samples
         check_labels("sample_indices", indices, num_classes=n, length=len(embeddings))
+        check_labels("labels", labels, length=len(embeddings))
+        device, dtype = embeddings.device, embeddings.dtype
         if self.embeddings.dim() != 2 or self.embeddings.shape[1] != embeddings.shape[1]:
-            self.embeddings = embeddings.new_zeros(self.num_samples, embeddings.shape[1])
-            self.labels = self.labels.to(embeddings.device)
-        self.embeddings = self.embeddings.to(embeddings.device, embeddings.dtype)
-        self.labels = self.labels.to(embeddings.device)
+            self.embeddings = embeddings.new_zeros(n, embeddings.shape[1])
+            self.labels = torch.full((n,), -1, dtype=torch.long, device=device)
+            self._invalidate()
+        if self.embeddings.device != device or self.embeddings.dtype != dtype:
+            self._invalidate()
+        self.embeddings = self.embeddings.to(device, dtype)
+        self.labels = self.labels.to(device)
+        indices = indices.to(device).long()
+        if self.track_changes and not self._rebuild:
+            if self._dirty is None:
+                self._dirty = torch.zeros(n, dtype=torch.bool, device=device)
+            idx = torch.unique(indices)
+            idx = idx[~self._dirty[idx]]  # first write since the last sync: keep the old row
+            old_labels = self.labels[idx]
+            idx, old_labels = idx[old_labels >= 0], old_labels[old_labels >= 0]
+            if len(idx):
+                self._log.append((idx, self.embeddings[idx].clone(), old_labels))
+                self._logged += len(idx)
+            self._dirty[indices] = True
+            if self._logged > n // 2:
+                self._invalidate()
         self.embeddings[indices] = embeddings.detach()
-        self.labels[indices] = labels.to(embeddings.device)
+        self.labels[indices] = labels.to(device)
 
     def members(self, classes: torch.Tensor, per_class: int | None = None):
         """Embeddings and labels of the filled entries whose label is in ``classes``; with
@@ -152,6 +248,120 @@ class EmbeddingMemoryBank(torch.nn.Module):
             rank = torch.arange(len(lab), device=lab.device) - torch.searchsorted(lab, lab)
             keep = keep[rank < per_class]
         return self.embeddings[keep], self.labels[keep]
+
+    def statistics_cover(self, classes: torch.Tensor) -> bool:
+        """Whether the cached statistics exist and count every class in ``classes``."""
+        if self._cache is None:
+            return False
+        cached = self._cache[1]
+        return bool(torch.isin(classes.to(cached.device), cached).all())
+
+    @torch.no_grad()
+    def sync_statistics(self, distance) -> None:
+        """Bring the cached class-pair sums up to date with the bank for ``distance`` (a PML
+        distance/similarity called as ``distance(query, ref)``), incrementally when possible."""
+        key = (distance_key(distance), self.embeddings.dtype, self.embeddings.device,
+               tuple(self.embeddings.shape))
+        filled = int((self.labels >= 0).sum())
+        changed = 0 if self._dirty is None else int(self._dirty.sum())
+        if self.embeddings.dim() != 2 or filled == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=self.labels.device)
+            zeros = torch.zeros(0, 0, dtype=torch.float64, device=self.labels.device)
+            self._cache = (key, empty, zeros, zeros.new_zeros(0))
+        elif (
+            not self.track_changes
+            or self._rebuild
+            or self._cache is None
+            or self._cache[0] != key
+            or 2 * (self._logged + changed) > filled
+        ):
+            self._cache = (key, *self._full_sums(distance))
+        elif changed:
+            self._cache = (key, *self._incremental_sums(distance))
+        self._invalidate()
+        self._rebuild = False
+
+    def _full_sums(self, distance):
+        """All pairs of distinct filled entries, upper block triangle only (s is symmetric)."""
+        rows = (self.labels >= 0).nonzero().squeeze(1)
+        x = self.embeddings[rows]
+        classes, slot = torch.unique(self.labels[rows], return_inverse=True)
+        p = torch.nn.functional.one_hot(slot, len(classes)).to(x.dtype)  # F x C
+        sums = torch.zeros(len(classes), len(classes), dtype=torch.float64, device=x.device)
+        step = max(1, _BLOCK_ELEMENTS // max(1, len(x)))
+        for i0 in range(0, len(x), step):
+            i1 = min(i0 + step, len(x))
+            s = distance(x[i0:i1], x[i0:])  # block rows against columns i0..F-1
+            s[:, : i1 - i0].fill_diagonal_(0)
+            q = p[i0:i1].double().T
+            sums += q @ (s[:, : i1 - i0] @ p[i0:i1]).double()  # pairs inside the block
+            if i1 < len(x):
+                across = q @ (s[:, i1 - i0 :] @ p[i1:]).double()  # pairs (block, later rows)
+                sums += across + across.T
+        return classes, sums, torch.bincount(slot, minlength=len(classes)).double()
+
+    def _incremental_sums(self, distance):
+        _, classes, sums, _ = self._cache
+        rows = self._dirty.nonzero().squeeze(1)  # changed since the last sync (all filled now)
+        if self._log:
+            old_idx, old_emb, old_lab = (torch.cat(t) for t in zip(*self._log, strict=True))
+        else:
+            old_idx = rows[:0]
+            old_emb, old_lab = self.embeddings[old_idx], self.labels[old_idx]
+        new_emb, new_lab = self.embeddings[rows], self.labels[rows]
+        # classes new to the bank get zero rows and columns
+        grown = torch.unique(torch.cat([classes, new_lab]))
+        if len(grown) > len(classes):
+            at = torch.searchsorted(grown, classes)
+            wide = sums.new_zeros(len(grown), len(grown))
+            wide[at[:, None], at[None, :]] = sums
+            classes, sums = grown, wide
+        c = len(classes)
+        # columns: the whole bank, with unfilled and changed rows out of the one-hot (no gather)
+        keep = (self.labels >= 0) & ~self._dirty
+        slot_all = torch.searchsorted(classes, self.labels.clamp_min(0)).clamp_max(c - 1)
+        p_u = torch.nn.functional.one_hot(slot_all, c).to(self.embeddings.dtype) * keep[:, None]
+        z = torch.cat([new_emb, old_emb])  # one row-block pass for the new and the old rows
+        rowsums = _rowsums(distance, z, self.embeddings, p_u)
+        m = len(new_emb)
+
+        def contribution(z, lab, across):  # D(Z): pairs (Z, U), (U, Z), distinct pairs in Z
+            q = torch.nn.functional.one_hot(torch.searchsorted(classes, lab), c)
+            across = q.double().T @ across
+            inside = q.double().T @ _rowsums(distance, z, z, q.to(z.dtype), self_pairs=True)
+            return across + across.T + inside
+
+        sums = (
+            sums
+            + contribution(new_emb, new_lab, rowsums[:m])
+            - contribution(old_emb, old_lab, rowsums[m:])
+        )
+        slot = torch.searchsorted(classes, self.labels[self.labels >= 0])
+        return classes, sums, torch.bincount(slot, minlength=c).double()
+
+    def pair_statistics(self, classes: torch.Tensor):
+        """``(intra, inter, n)`` as :func:`class_pair_means` over the whole bank at the last
+        :meth:`sync_statistics` (float64): ``intra[k]`` = mean similarity of distinct member
+        pairs of ``classes[k]`` (NaN with fewer than two members), ``inter[k, l]`` = mean over
+        member pairs across ``classes[k]`` and ``classes[l]`` (NaN when one has no member; its
+        diagonal holds ``intra``), ``n[k]`` = member counts."""
+        if self._cache is None:
+            raise RuntimeError("no cached statistics: call sync_statistics(distance) first")
+        _, cached, sums, counts = self._cache
+        classes = classes.to(cached.device)
+        k = len(classes)
+        if len(cached) == 0:
+            n = torch.zeros(k, dtype=torch.float64, device=cached.device)
+        else:
+            at = torch.searchsorted(cached, classes).clamp_max(len(cached) - 1)
+            present = cached[at] == classes
+            n = torch.where(present, counts[at], torch.zeros_like(counts[at]))
+            sums = sums[at[:, None], at[None, :]]
+        pairs = n[:, None] * n[None, :]
+        pairs.diagonal().copy_(n * (n - 1))
+        means = (sums if len(cached) else pairs.new_zeros(k, k)) / pairs.clamp_min(1)
+        means = means.masked_fill(pairs == 0, float("nan"))
+        return means.diagonal().clone(), means, n
 
 
 @dataclass
@@ -184,8 +394,24 @@ class AdaptiveThresholds(torch.nn.Module):
             image ``i mod (N / views)`` (PML's TwoStreamMetricLoss gives ``[view1; view2]``).
         bank_view: which view's embedding the memory bank stores (0 = the first/weak view).
         bank_samples_per_class: (R) estimate the memory-scope statistics from at most this many
-            random bank members per class (``None``: every member, exact). Cosine similarity uses
-            an exact closed form from class means and ignores it.
+            random bank members per class (``None``: every member, exact); implies
+            ``memory_statistics="direct"``. Cosine similarity uses an exact closed form from
+            class means and ignores it.
+        memory_statistics: how ``scope="memory"`` computes the statistics for a non-cosine
+            similarity (both exact: the mean over every pair of distinct bank members, bank
+            taken after this batch is written):
+            ``"incremental"`` (the default unless ``bank_samples_per_class`` is given) keeps the
+            class-pair sums of the whole bank and updates them with the old and new
+            contributions of the rows the batch rewrote, O(B N D) per step (see
+            :class:`EmbeddingMemoryBank`); ``"direct"`` compares all bank members of the
+            batch's classes with each other at every step, O((sum_a n_a)^2 D).
+        refresh_every: (R) with ``"incremental"``, bring the cached statistics up to date every
+            this many calls (1: every step, exact). Larger values use the statistics of the
+            last refresh in between (stale by at most ``refresh_every - 1`` steps, like any
+            memory bank) and amortise the update; a refresh is forced when a batch class is not
+            in the cache. With a learnable curvature every refresh after a change of ``c``
+            is a full O(N^2 D / 2) rebuild: use a refresh interval of about an epoch (or
+            ``"direct"``).
     """
 
     def __init__(
@@ -199,13 +425,32 @@ class AdaptiveThresholds(torch.nn.Module):
         views: int = 2,
         bank_view: int = 0,
         bank_samples_per_class: int | None = None,
+        memory_statistics: str | None = None,
+        refresh_every: int = 1,
     ):
         super().__init__()
         if bank_samples_per_class is not None and bank_samples_per_class < 2:
             raise ValueError(
                 f"bank_samples_per_class must be None or >= 2, got {bank_samples_per_class}"
             )
+        if memory_statistics is None:
+            memory_statistics = "direct" if bank_samples_per_class is not None else "incremental"
+        if memory_statistics not in MEMORY_STATISTICS:
+            raise ValueError(
+                f"memory_statistics must be one of {MEMORY_STATISTICS}, got {memory_statistics!r}"
+            )
+        if memory_statistics == "incremental" and bank_samples_per_class is not None:
+            raise ValueError(
+                "bank_samples_per_class subsamples the bank at every step, which needs "
+                "memory_statistics='direct'; got memory_statistics='incremental'"
+            )
+        if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or (
+            refresh_every < 1
+        ):
+            raise ValueError(f"refresh_every must be an integer >= 1, got {refresh_every!r}")
         self.bank_samples_per_class = bank_samples_per_class
+        self.memory_statistics, self.refresh_every = memory_statistics, refresh_every
+        self._memory_calls = 0
         check_rate("delta", delta, allow_one=True)
         for name, value, allowed in (
             ("negative", negative, NEGATIVE_READINGS),
@@ -224,7 +469,11 @@ class AdaptiveThresholds(torch.nn.Module):
         self.gamma, self.delta = float(gamma), float(delta)
         self.negative, self.augmentation, self.scope = negative, augmentation, scope
         self.views, self.bank_view = int(views), int(bank_view)
-        self.bank = EmbeddingMemoryBank(num_samples) if scope == "memory" else None
+        self.bank = (
+            EmbeddingMemoryBank(num_samples, track_changes=memory_statistics == "incremental")
+            if scope == "memory"
+            else None
+        )
         self._pending: dict[str, torch.Tensor | None] = {}
 
     def set_batch_info(
@@ -291,9 +540,16 @@ class AdaptiveThresholds(torch.nn.Module):
         if isinstance(distance, CosineSimilarity):
             emb, lab = self.bank.members(classes)
             intra, inter, _ = cosine_class_means(emb, lab, classes)
-        else:
+        elif self.memory_statistics == "direct":
             emb, lab = self.bank.members(classes, self.bank_samples_per_class)
             intra, inter, _ = class_pair_means(distance(emb), lab, classes)
+        else:
+            due = self._memory_calls % self.refresh_every == 0
+            self._memory_calls += 1
+            if due or not self.bank.statistics_cover(classes):
+                self.bank.sync_statistics(distance)
+            intra, inter, _ = self.bank.pair_statistics(classes)
+            intra, inter = intra.to(sim.dtype), inter.to(sim.dtype)
         return intra, inter
 
     @torch.no_grad()

@@ -10,6 +10,7 @@ from noisy_pml.distances import PoincareSimilarity
 from noisy_pml.utils import hyperbolic as hyp
 from noisy_pml.utils.class_divergence import (
     AdaptiveThresholds,
+    EmbeddingMemoryBank,
     class_pair_means,
     cosine_class_means,
     instance_ids_from_views,
@@ -180,3 +181,132 @@ def test_bad_input_raises_clear_errors():
     thr.set_batch_info(sample_indices=torch.arange(5))
     with pytest.raises(ValueError, match="sample_indices has 5 entries"):
         thr(PoincareSimilarity(), x, labels)
+
+
+def ball_points(n, d=5, dtype=torch.float64, generator=None):
+    u = torch.randn(n, d, generator=generator, dtype=dtype)
+    return hyp.project(hyp.exp0(0.8 * torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
+
+
+def bank_brute_force(emb, labels, filled, sim, classes):
+    """Mean of ``sim`` over the pairs (i != j, both filled, labels a and b), one mask per class
+    pair: (intra, inter) for ``classes``."""
+    s = sim(emb).double()
+    distinct = ~torch.eye(len(labels), dtype=torch.bool) & filled[:, None] & filled[None, :]
+    k = len(classes)
+    intra = torch.full((k,), float("nan"), dtype=torch.float64)
+    inter = torch.full((k, k), float("nan"), dtype=torch.float64)
+    for p, a in enumerate(classes.tolist()):
+        for q, b in enumerate(classes.tolist()):
+            pairs = distinct & (labels == a)[:, None] & (labels == b)[None, :]
+            if pairs.any():
+                inter[p, q] = s[pairs].mean()
+        intra[p] = inter[p, p]
+    return intra, inter
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_incremental_bank_statistics_equal_brute_force_pair_averages(dtype):
+    # random writes (repeated indices in a batch, label changes, new classes, singletons),
+    # synced at irregular intervals, against pair loops over a shadow copy of the bank
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    sim = PoincareSimilarity()
+    bank = EmbeddingMemoryBank(n, track_changes=True)
+    shadow_x = torch.zeros(n, 5, dtype=dtype)
+    shadow_y = torch.full((n,), -1)
+    rebuilt = []
+    for step in range(24):
+        m = int(torch.randint(1, 9, (), generator=g))
+        idx = torch.randint(0, n, (m,), generator=g)
+        idx[-1] = idx[0]  # a repeated index: the last write wins, in both copies
+        lab = torch.randint(0, 6 + step // 4, (m,), generator=g)
+        x = ball_points(m, dtype=dtype, generator=g)
+        bank.update(x, lab, idx)
+        for i, (row, y) in enumerate(zip(idx.tolist(), lab.tolist(), strict=True)):
+            shadow_x[row], shadow_y[row] = x[i], y
+        if step % 3 == 1:
+            continue  # several writes between syncs
+        rebuilt.append(bank._rebuild)
+        bank.sync_statistics(sim)
+        classes = torch.arange(0, 13)  # includes classes with 0 and 1 members
+        intra, inter, counts = bank.pair_statistics(classes)
+        b_intra, b_inter = bank_brute_force(shadow_x, shadow_y, shadow_y >= 0, sim, classes)
+        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
+        torch.testing.assert_close(intra, b_intra, equal_nan=True, **tol)
+        torch.testing.assert_close(inter, b_inter, equal_nan=True, **tol)
+        assert counts.tolist() == [int((shadow_y == c).sum()) for c in range(13)]
+        assert torch.isnan(intra[counts < 2]).all()
+    assert rebuilt[0] and not any(rebuilt[1:])  # the exactness above is the incremental path
+
+
+def test_bank_statistics_are_rebuilt_when_the_similarity_changes():
+    g = torch.Generator().manual_seed(1)
+    bank = EmbeddingMemoryBank(30, track_changes=True)
+    bank.update(ball_points(30, generator=g), torch.arange(30) % 4, torch.arange(30))
+    bank.sync_statistics(PoincareSimilarity(c=1.0))
+    bank.update(ball_points(5, generator=g), torch.arange(5) % 4, torch.arange(5))
+    sim = PoincareSimilarity(c=0.5)  # e.g. a learnable curvature moved
+    bank.sync_statistics(sim)
+    classes = torch.arange(4)
+    intra, inter, _ = bank.pair_statistics(classes)
+    ref_intra, ref_inter, _ = class_pair_means(sim(bank.embeddings), bank.labels, classes)
+    torch.testing.assert_close(intra, ref_intra)
+    torch.testing.assert_close(inter, ref_inter)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("negative", ["literal", "divergence"])
+def test_incremental_memory_thresholds_equal_the_direct_path(dtype, negative):
+    g = torch.Generator().manual_seed(2)
+    sim = PoincareSimilarity()
+    fast = AdaptiveThresholds(scope="memory", num_samples=64, negative=negative)
+    slow = AdaptiveThresholds(scope="memory", num_samples=64, negative=negative,
+                              memory_statistics="direct")
+    assert fast.memory_statistics == "incremental"
+    for _ in range(6):
+        labels = torch.randint(0, 5, (8,), generator=g).repeat(2)
+        x = ball_points(16, dtype=dtype, generator=g)
+        idx = torch.randint(0, 64, (8,), generator=g)
+        for thr in (fast, slow):
+            thr.set_batch_info(sample_indices=idx)
+        a, b = fast(sim, x, labels), slow(sim, x, labels)
+        assert a.thresholds.dtype == dtype
+        tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
+        torch.testing.assert_close(a.thresholds, b.thresholds, **tol)
+
+
+def test_refresh_every_uses_the_statistics_of_the_last_refresh():
+    g = torch.Generator().manual_seed(3)
+    sim = PoincareSimilarity()
+    thr = AdaptiveThresholds(scope="memory", num_samples=40, refresh_every=3)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2]).repeat(2)
+    snapshots = []
+    for step in range(4):
+        thr.set_batch_info(sample_indices=torch.arange(6) + 6 * step)
+        thr(sim, ball_points(12, generator=g), labels)
+        snapshots.append(thr.bank.pair_statistics(torch.arange(3))[1])
+    # steps 1 and 2 reuse the refresh of step 0; step 3 refreshes over the 24 written rows
+    torch.testing.assert_close(snapshots[1], snapshots[0], equal_nan=True)
+    torch.testing.assert_close(snapshots[2], snapshots[0], equal_nan=True)
+    emb, lab = thr.bank.members(torch.arange(3))
+    _, expected, _ = class_pair_means(sim(emb), lab, torch.arange(3))
+    torch.testing.assert_close(snapshots[3], expected)
+    assert not torch.allclose(snapshots[3], snapshots[0])
+    # a batch class missing from the cache forces a refresh
+    thr.set_batch_info(sample_indices=torch.arange(30, 36))
+    thr(sim, ball_points(12, generator=g), torch.tensor([7, 7, 8, 8, 2, 2]).repeat(2))
+    assert thr.bank.statistics_cover(torch.tensor([7, 8]))
+
+
+def test_memory_statistics_options_are_checked():
+    with pytest.raises(ValueError, match="memory_statistics"):
+        AdaptiveThresholds(num_samples=4, memory_statistics="cached")
+    with pytest.raises(ValueError, match="memory_statistics='direct'"):
+        AdaptiveThresholds(num_samples=4, memory_statistics="incremental",
+                           bank_samples_per_class=3)
+    with pytest.raises(ValueError, match="refresh_every"):
+        AdaptiveThresholds(num_samples=4, refresh_every=0)
+    assert AdaptiveThresholds(num_samples=4, bank_samples_per_class=3).memory_statistics == "direct"
+    with pytest.raises(ValueError, match="labels must lie in >= 0"):
+        EmbeddingMemoryBank(4).update(torch.zeros(2, 3), torch.tensor([0, -1]), torch.arange(2))
