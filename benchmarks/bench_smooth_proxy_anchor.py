@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 CONFIGS = [(120, 100, 512), (512, 1000, 512), (1024, 11318, 512), (1024, 100000, 128)]
-REPEATS = {100: 30, 1000: 15, 11318: 7, 100000: 3}
+REPEATS = {100: 200, 1000: 25, 11318: 7, 100000: 3}  # many cheap repeats: load spikes
 METHODS = ["matmul", "pml", "ours", "ours+conf", "ours+conf unweighted-neg", "ours+conf labels"]
 
 

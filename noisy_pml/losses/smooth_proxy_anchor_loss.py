@@ -33,7 +33,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
           + \frac{1}{|P|}\sum_{p\in P}\log\Big(1+\sum_{x\in X_p^-}
               (1-S(c(x,p)))\,e^{\alpha(s(x,p)+\delta)}\Big)
 
-    Every weight enters the exponent as its logarithm (``logsigmoid``), so a weight of exactly 0
+    Every weight enters the exponent as its logarithm (log 0 = -inf), so a weight of exactly 0
     (a hard step, ``smoothing_sharpness=inf``) removes its term exactly. Reconstructed choices
     (R), all configurable:
 
@@ -56,9 +56,12 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     batch's (B, C) confidences (e.g. :class:`noisy_pml.trainers.ConfidenceTable`, which learns the
     batch's sample indices from a PML trainer's ``data_and_label_getter``).
 
-    The positive term touches only the sparse positive pairs; the negative term is one
-    log-sum-exp pass over a single B x C buffer, fused with the cosine matmul and its backward in a
-    custom autograd function (a second ``backward`` through the same graph is not supported).
+    The positive term touches only the sparse positive pairs; the negative term uses a single
+    B x C buffer, fused with the cosine matmul and its backward in a custom autograd function (a
+    second ``backward`` through the same graph is not supported): the dense log-weights
+    log(1 - S(c)) are written into it, the matmul adds ``alpha s`` to them (``addmm_``), then one
+    ``exp_`` and a column sum; with cosine similarity the exponent is bounded, so no max-shift
+    pass is needed. In backward the per-proxy scale is folded into the two matmuls.
     """
 
     def __init__(
@@ -146,10 +149,10 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         a_pos, b_pos = _affine(lambda s: self.alpha * self.distance.margin(s, self.margin))
         a_neg, b_neg = _affine(lambda s: self.alpha * self.distance.margin(-self.margin, s))
 
-        query, ref = self._matmul_operands(embeddings)
+        query, ref, bounded = self._matmul_operands(embeddings)
         pos_term, neg_term = _ProxyAnchorTerms.apply(
             query, ref, pos_rows, pos_cols, pos_logw, neg_logw, row_bias,
-            (a_pos, b_pos, a_neg, b_neg), C,
+            (a_pos, b_pos, a_neg, b_neg), C, bounded,
         )
         # P+: proxies with a positive of non-zero weight (zero-weight positives stay out of X_p-)
         num_pos_proxies = int(torch.unique(pos_cols[pos_logw > -math.inf]).numel())
@@ -167,7 +170,13 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         return loss_dict
 
     def _weights(self, confidences, labels, B, C):
-        """c, the sparse positives (rows, cols, log S(c)) and the dense log(1 - S(c))."""
+        """c, the sparse positives (rows, cols, log S(c)) and the dense log(1 - S(c)) or None.
+
+        Every pass over B x C counts at large C: one ``aminmax`` (range and NaN check), one
+        comparison + ``nonzero`` (the positive list, reused to exclude them from the negatives)
+        and, with weighted negatives, one fresh buffer written three times (affine, sigmoid,
+        log) that the autograd function then reuses as its only B x C buffer.
+        """
         if confidences is None:  # plain Proxy-Anchor: positives = labels, every weight 1
             rows = torch.arange(B, device=labels.device)
             zeros = torch.zeros(B, dtype=self.proxies.dtype, device=labels.device)
@@ -180,30 +189,44 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         if not (lo >= 0 and hi <= 1):
             check_probabilities("confidences", confidences, (B, C))  # raises, naming the values
         c = confidences.detach().to(device=labels.device, dtype=self.proxies.dtype)
-        if self.positive_set == "confidence":
-            rows, cols = torch.nonzero(c >= self.positive_threshold, as_tuple=True)
+        if self.positive_set == "confidence":  # one comparison pass, one nonzero on the flat mask
+            flat = torch.nonzero((c >= self.positive_threshold).view(-1)).squeeze(1)
+            rows, cols = flat.div(C, rounding_mode="floor"), flat.remainder(C)
         else:
             rows, cols = torch.arange(B, device=labels.device), labels
-        pos_logw = self._log_smooth(c[rows, cols], sign=1.0)
-        neg_logw = self._log_smooth(c, sign=-1.0) if self.weighted_negatives else None
+        pos_logw = self._log_smooth(c[rows, cols])  # sparse: gathered after selection
+        neg_logw = self._log_one_minus_smooth(c) if self.weighted_negatives else None
         return c, rows, cols, pos_logw, neg_logw
 
-    def _log_smooth(self, c: torch.Tensor, sign: float) -> torch.Tensor:
-        """log S(c) (sign=+1) or log(1 - S(c)) (sign=-1), exact in the tails."""
+    def _log_smooth(self, c: torch.Tensor) -> torch.Tensor:
+        """log S(c) = -softplus(-k (c - mu)) on the (sparse) positive confidences."""
         mu, k = self.smoothing_position, self.smoothing_sharpness
         if math.isinf(k):  # hard step S(c) = 1[c >= mu]: weights exactly 0 or 1
-            on = (c >= mu) if sign > 0 else (c < mu)
-            return torch.zeros_like(c).masked_fill_(~on, -math.inf)
-        return torch.nn.functional.logsigmoid(c.sub(mu).mul_(sign * k))
+            return torch.zeros_like(c).masked_fill_(c < mu, -math.inf)
+        return torch.nn.functional.logsigmoid(c.sub(mu).mul_(k))
+
+    def _log_one_minus_smooth(self, c: torch.Tensor) -> torch.Tensor:
+        """Dense log(1 - S(c)) = log sigmoid(k (mu - c)) in one fresh buffer and three passes.
+
+        sigmoid then log (both vectorised) instead of logsigmoid/softplus, whose log1p kernel
+        is ~20x slower on CPU; an underflowing sigmoid gives log 0 = -inf, i.e. the term is
+        removed exactly, and only for weights below the dtype's smallest normal number.
+        """
+        mu, k = self.smoothing_position, self.smoothing_sharpness
+        if math.isinf(k):  # hard step: 1 - S(c) = 1[c < mu]
+            zero = torch.zeros((), dtype=c.dtype, device=c.device)
+            return torch.where(c >= mu, -math.inf, zero)
+        k_mu = torch.tensor(k * mu, dtype=c.dtype, device=c.device)
+        return torch.add(k_mu, c, alpha=-k).sigmoid_().log_()
 
     def _matmul_operands(self, embeddings):
-        """(query, ref) with s = query @ ref.T for dot-product similarities, else (s, None)."""
+        """(query, ref, bounded): s = query @ ref.T, |s| <= 1 if bounded; ref None: s = query."""
         d = self.distance
         if type(d) in (CosineSimilarity, DotProductSimilarity) and d.power == 1:
             if d.normalize_embeddings:
-                return d.normalize(embeddings), d.normalize(self.proxies)
-            return embeddings, self.proxies
-        return self.distance(embeddings, self.proxies), None
+                return d.normalize(embeddings), d.normalize(self.proxies), True
+            return embeddings, self.proxies, False
+        return self.distance(embeddings, self.proxies), None, False
 
     def _record_stats(self, c, labels, pos_rows, num_pos_proxies, pos_cols):
         self.num_pos_proxies = num_pos_proxies
@@ -240,58 +263,115 @@ def _affine(f: Callable[[float], float]) -> tuple[float, float]:
     return f(1.0) - b, b
 
 
+# the positive similarities come from sparse dot products when the P x d gathers cost less than
+# this share of the B x C buffer, else they are gathered from a full similarity matrix
+SPARSE_DOTS_MAX_SHARE = 0.25
+
+
+def _needs_shift(bounded: bool, a: float, b: float, B: int, dtype: torch.dtype) -> bool:
+    """Whether the negative log-sum-exp needs a per-proxy max shift in ``dtype``.
+
+    Without a shift, exp(z) with z = a s + log w (+ miner bias <= 0) is at most e^|a| when
+    |s| <= 1, so the sum cannot overflow if |a| + log B < log(max); a term flushed to zero
+    (z < log(tiny)) is negligible next to the "+1" when e^(b + z) < eps, i.e. when
+    b - log(eps) < -log(tiny). Both hold for cosine similarity, alpha = 32 in float32/64.
+    """
+    if not bounded:
+        return True
+    fi = torch.finfo(dtype)
+    return not (abs(a) + math.log(B) + 1 < math.log(fi.max)
+                and b - math.log(fi.eps) + 1 < -math.log(fi.tiny))
+
+
 class _ProxyAnchorTerms(torch.autograd.Function):
     """Per-proxy positive and negative log(1 + sum w exp(z)) terms, fused with s = q @ r.T.
 
-    Positive pairs are a sparse list (rows, cols); the negative term runs over one B x C buffer
-    that holds s, then the exponent, then its exp (kept for backward and turned in place into the
-    gradient). With ref None, ``query`` is the similarity matrix itself.
+    Positive pairs are a sparse list (rows, cols). The negative term uses one B x C buffer: the
+    dense log-weights (if any) receive ``a s`` from the matmul itself (``addmm_`` with beta 1),
+    the positives are set to -inf, then ``exp_`` in place and a column sum; that buffer is kept
+    for backward and turned in place into the gradient. With ``neg_logw`` given, this function
+    overwrites it. With ref None, ``query`` is the similarity matrix itself.
     """
 
     @staticmethod
-    def forward(ctx, query, ref, rows, cols, pos_logw, neg_logw, row_bias, coefs, C):
+    def forward(ctx, query, ref, rows, cols, pos_logw, neg_logw, row_bias, coefs, C, bounded):
         a_pos, b_pos, a_neg, b_neg = coefs
+        B = query.shape[0]
+        sparse = ref is not None and len(rows) * query.shape[1] <= SPARSE_DOTS_MAX_SHARE * B * C
         with torch.no_grad():
-            s = query @ ref.T if ref is not None else query.clone()
+            # z = a s + log(1 - S(c)) (+ miner bias), built in the B x C buffer
+            if ref is None:
+                s_pos = query[rows, cols]
+                z = neg_logw.add_(query, alpha=a_neg) if neg_logw is not None \
+                    else query.mul(a_neg)
+            elif sparse:
+                s_pos = (query[rows] * ref[cols]).sum(1)
+                if neg_logw is not None:
+                    z = neg_logw.addmm_(query, ref.T, alpha=a_neg)
+                else:
+                    z = torch.addmm(torch.zeros((), dtype=query.dtype, device=query.device),
+                                    query, ref.T, alpha=a_neg)
+            else:
+                s = query @ ref.T
+                s_pos = s[rows, cols]
+                z = neg_logw.add_(s, alpha=a_neg) if neg_logw is not None else s.mul_(a_neg)
+                del s
+            if row_bias is not None:
+                z.add_(row_bias[:, None])
             # positives: z+ = alpha * margin(s, delta) + log S(c) (+ miner bias), sparse
-            z_pos = s[rows, cols].mul_(a_pos).add_(b_pos).add_(pos_logw)
+            z_pos = s_pos.mul_(a_pos).add_(b_pos).add_(pos_logw)
             if row_bias is not None:
                 z_pos.add_(row_bias[rows])
-            m_pos = torch.zeros(C, dtype=s.dtype, device=s.device)
+            m_pos = torch.zeros(C, dtype=z.dtype, device=z.device)
             m_pos = m_pos.scatter_reduce(0, cols, z_pos, "amax", include_self=True)
             e_pos = (z_pos - m_pos[cols]).exp_()
             sum_pos = torch.exp(-m_pos).scatter_add_(0, cols, e_pos)
             pos_term = m_pos + sum_pos.log()
-            # negatives: z- = alpha * margin(-delta, s) + log(1 - S(c)) (+ miner bias), dense
-            z = s.mul_(a_neg).add_(b_neg)
-            if neg_logw is not None:
-                z.add_(neg_logw)
-            if row_bias is not None:
-                z.add_(row_bias[:, None])
+            # negatives: log(1 + e^b sum_x exp(z)) = softplus(b + m + log sum_x exp(z - m))
             z.index_put_((rows, cols), torch.tensor(-math.inf, dtype=z.dtype, device=z.device))
-            m_neg = z.amax(dim=0).clamp_min_(0)  # the "+1" is exp(0): shift at least 0
-            e = z.sub_(m_neg).exp_()
-            sum_neg = e.sum(dim=0).add_(torch.exp(-m_neg))
-            neg_term = m_neg + sum_neg.log()
-        ctx.save_for_backward(query, ref, rows, cols, e_pos, sum_pos, sum_neg)
-        ctx.e, ctx.coefs, ctx.has_ref = e, (a_pos, a_neg), ref is not None
+            if _needs_shift(bounded, a_neg, b_neg, B, z.dtype):
+                m = z.amax(dim=0)
+                m = torch.where(m == -math.inf, 0.0, m)  # a proxy whose samples are all positive
+                z.sub_(m)
+            else:
+                m = torch.zeros(C, dtype=z.dtype, device=z.device)
+            e = z.exp_()
+            bm = m.add_(b_neg)
+            neg_term = torch.logaddexp(bm + e.sum(dim=0).log(), torch.zeros_like(bm))
+            # d neg_p / d z_xp = e_xp * exp(b + m_p - neg_p)
+            neg_scale = (bm - neg_term).exp_()
+        ctx.save_for_backward(query, ref, rows, cols, e_pos, sum_pos, neg_scale)
+        ctx.e, ctx.coefs, ctx.has_ref, ctx.sparse = e, (a_pos, a_neg), ref is not None, sparse
         return pos_term, neg_term
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_pos, g_neg):
-        query, ref, rows, cols, e_pos, sum_pos, sum_neg = ctx.saved_tensors
+        query, ref, rows, cols, e_pos, sum_pos, neg_scale = ctx.saved_tensors
         a_pos, a_neg = ctx.coefs
         if ctx.e is None:
             raise RuntimeError(
                 "SmoothProxyAnchorLoss: backward through the same graph twice is not supported"
             )
-        # d neg_p / d s_xp = a_neg * softmax weight; d pos_p / d s_xp likewise on the positives
-        grad_s = ctx.e.mul_((g_neg * a_neg / sum_neg)[None, :])
-        ctx.e = None
-        grad_s.index_put_((rows, cols), e_pos * (g_pos * a_pos / sum_pos)[cols], accumulate=True)
+        # d neg_p / d s_xp = a_neg * e_xp * neg_scale_p; d pos_p / d s_xp likewise, sparse
+        col = g_neg * a_neg * neg_scale
+        pos_grad = e_pos * (g_pos * a_pos / sum_pos)[cols]
+        e, ctx.e = ctx.e, None  # e is 0 on the positive pairs
+        if ctx.sparse:  # the column scale goes into the matmuls: no pass over B x C
+            # positives as a sparse (B, C) matrix (sparse.mm is far faster than index_add_ on CPU)
+            g_pos_sparse = torch.sparse_coo_tensor(
+                torch.stack([rows, cols]), pos_grad, e.shape, check_invariants=False
+            )
+            grad_q = grad_r = None
+            if ctx.needs_input_grad[0]:
+                grad_q = (e @ (ref * col[:, None])).add_(torch.sparse.mm(g_pos_sparse, ref))
+            if ctx.needs_input_grad[1]:
+                grad_r = (e.T @ query).mul_(col[:, None])
+                grad_r.add_(torch.sparse.mm(g_pos_sparse.t(), query))
+            return grad_q, grad_r, None, None, None, None, None, None, None, None
+        grad_s = e.mul_(col[None, :]).index_put_((rows, cols), pos_grad, accumulate=True)
         if not ctx.has_ref:
-            return grad_s, None, None, None, None, None, None, None, None
+            return grad_s, None, None, None, None, None, None, None, None, None
         grad_q = grad_s @ ref if ctx.needs_input_grad[0] else None
         grad_r = grad_s.T @ query if ctx.needs_input_grad[1] else None
-        return grad_q, grad_r, None, None, None, None, None, None, None
+        return grad_q, grad_r, None, None, None, None, None, None, None, None

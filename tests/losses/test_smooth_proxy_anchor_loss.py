@@ -13,10 +13,24 @@ from pytorch_metric_learning.miners import MultiSimilarityMiner
 from pytorch_metric_learning.reducers import MeanReducer
 from pytorch_metric_learning.regularizers import RegularFaceRegularizer
 
+import noisy_pml.losses.smooth_proxy_anchor_loss as spa
 from noisy_pml.losses import SmoothProxyAnchorLoss
 
 B, C, D = 24, 7, 5
 OPTIONS = [(ps, wn) for ps in ("confidence", "labels") for wn in (True, False)]
+# the fused kernel's code paths: positive similarities from sparse dot products or gathered from
+# the full matrix; negative log-sum-exp without shift (bounded cosine) or with a per-proxy max
+PATHS = [(sparse, shift) for sparse in (True, False) for shift in (False, True)]
+
+
+@pytest.fixture(params=PATHS, ids=[f"{'sparse' if a else 'gather'}-{'shift' if b else 'noshift'}"
+                                   for a, b in PATHS])
+def kernel_path(request, monkeypatch):
+    sparse, shift = request.param
+    monkeypatch.setattr(spa, "SPARSE_DOTS_MAX_SHARE", math.inf if sparse else 0.0)
+    if shift:
+        monkeypatch.setattr(spa, "_needs_shift", lambda *args: True)
+    return request.param
 
 
 def _pair(dtype=torch.float64, **kwargs):
@@ -71,7 +85,8 @@ def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=0.5, k=10.
 
 @pytest.mark.parametrize("positive_set,weighted_negatives", OPTIONS)
 def test_one_hot_confidences_with_sharp_step_equal_pml_proxy_anchor(positive_set,
-                                                                    weighted_negatives):
+                                                                    weighted_negatives,
+                                                                    kernel_path):
     pml, ours = _pair(smoothing_sharpness=1e4, positive_set=positive_set,
                       weighted_negatives=weighted_negatives)
     emb, labels = _batch()
@@ -79,14 +94,15 @@ def test_one_hot_confidences_with_sharp_step_equal_pml_proxy_anchor(positive_set
     _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels, confidences=c))
 
 
-def test_without_confidences_is_pml_proxy_anchor_on_the_labels():
+def test_without_confidences_is_pml_proxy_anchor_on_the_labels(kernel_path):
     pml, ours = _pair()  # default (soft) smoothing: unused without confidences
     emb, labels = _batch()
     _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels))
 
 
 @pytest.mark.parametrize("positive_set,weighted_negatives", OPTIONS)
-def test_matches_literal_formula_on_random_confidences(positive_set, weighted_negatives):
+def test_matches_literal_formula_on_random_confidences(positive_set, weighted_negatives,
+                                                        kernel_path):
     ours = SmoothProxyAnchorLoss(C, D, positive_set=positive_set,
                                  weighted_negatives=weighted_negatives).double()
     emb, labels = _batch()
@@ -139,7 +155,7 @@ def test_proxies_without_positives_contribute_nothing_to_the_positive_term():
     assert torch.equal(grad[1:], torch.zeros_like(grad[1:]))
 
 
-def test_with_a_miner_equals_pml():
+def test_with_a_miner_equals_pml(kernel_path):
     pml, ours = _pair()
     emb, labels = _batch()
     tuples = MultiSimilarityMiner(epsilon=0.1)(emb, labels)
@@ -170,6 +186,28 @@ def test_follows_input_dtype(dtype):
     assert torch.isfinite(emb.grad).all() and torch.isfinite(ours.proxies.grad).all()
     expected = reference_loss(emb.double(), labels, ours.proxies.double(), c.double())
     torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_large_alpha_shifts_the_exponent_in_float32():
+    # e^(alpha s) overflows float32 at alpha = 100: the kernel must detect it and shift by the max
+    ours = SmoothProxyAnchorLoss(C, D, alpha=100.0)
+    emb, labels = _batch(torch.float32)
+    c = torch.rand(B, C)
+    loss, g_emb, g_prox = _grads(ours, emb, labels, confidences=c)
+    expected = reference_loss(emb.double(), labels, ours.proxies.double(), c.double(), alpha=100.0)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(g_emb).all() and torch.isfinite(g_prox).all()
+
+
+def test_hard_step_dense_weights_equal_the_reference_limit(kernel_path):
+    # k = inf: negative weights 1[c < mu] exactly, positive weights 1[c >= mu]
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_sharpness=math.inf).double()
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64)
+    c[(c - 0.5).abs() < 0.01] += 0.02  # keep clear of mu: sigmoid(1e6 (c - mu)) is then a step
+    expected = reference_loss(emb, labels, ours.proxies, c, k=1e6)
+    want = (expected, *torch.autograd.grad(expected, [emb, ours.proxies]))
+    _assert_same(want, _grads(ours, emb, labels, confidences=c), tol=1e-10)
 
 
 def test_gradients_finite_at_the_edges():
