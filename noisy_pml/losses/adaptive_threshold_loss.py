@@ -43,8 +43,9 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
 
     Args:
         loss: a ``ContrastiveLoss``, ``TripletMarginLoss`` or ``MultiSimilarityLoss`` instance.
-        gamma, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class, memory_statistics, refresh_every: see
+        gamma, delta, negative, augmentation, scope, num_samples: see ``AdaptiveThresholds``
+            (ignored when ``thresholds`` is given).
+        views, bank_view, bank_samples_per_class, memory_statistics, refresh_every: see
             ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
         thresholds: a ready ``AdaptiveThresholds`` module.
     """

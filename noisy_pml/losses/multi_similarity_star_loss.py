@@ -31,8 +31,9 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
     Args:
         alpha, beta: MS scales :math:`\rho = 2`, :math:`\sigma = 50` (PML defaults).
         base: the base threshold :math:`\gamma` (0.5), in the similarity's units.
-        delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class, memory_statistics, refresh_every: see
+        delta, negative, augmentation, scope, num_samples: see ``AdaptiveThresholds``
+            (ignored when ``thresholds`` is given).
+        views, bank_view, bank_samples_per_class, memory_statistics, refresh_every: see
             ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
         mining_epsilon: (R) MS hard-pair mining on label pairs: keep a negative if
             :math:`s_{in} > \min_{P_i} s - \epsilon`, a positive if
