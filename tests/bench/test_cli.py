@@ -1,0 +1,151 @@
+"""`noisy-pml bench` end to end on digits (tiny epochs), resume, and clear errors."""
+
+import json
+
+import pytest
+
+from noisy_pml.bench.cli import main
+
+QUICK = [
+    "bench",
+    "--methods",
+    "proxy_anchor,prism",
+    "--noise",
+    "clean",
+    "symmetric:0.5",
+    "--epochs",
+    "1",
+    "--no-plots",
+    "--quiet",
+]
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_digits_end_to_end_writes_table_json_and_jsonl(tmp_path, capsys):
+    assert main([*QUICK, "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "| proxy_anchor |" in md and "| prism |" in md and "symmetric:0.5" in md
+    assert md == capsys.readouterr().out.strip() + "\n"
+    recs = _lines(tmp_path / "results.jsonl")
+    assert {(r["method"], r["noise"]) for r in recs} == {
+        (m, n) for m in ("proxy_anchor", "prism") for n in ("clean", "symmetric:0.5")
+    }
+    assert all(set(r["metrics"]) == {"R@1", "R@2", "R@4", "R@8", "MAP@R"} for r in recs)
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert summary["prism"]["symmetric:0.5"]["seeds"] == 1
+
+
+def test_second_invocation_resumes_without_rerunning(tmp_path):
+    assert main([*QUICK, "--out", str(tmp_path)]) == 0
+    first = _lines(tmp_path / "results.jsonl")
+    assert main([*QUICK, "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
+    second = _lines(tmp_path / "results.jsonl")
+    assert second[: len(first)] == first  # finished runs untouched, not repeated
+    assert len(second) == 2 * len(first)  # only the new seed ran
+    assert len({r["key"] for r in second}) == len(second)
+
+
+def test_plots_are_written(tmp_path):
+    args = [
+        "bench",
+        "--methods",
+        "prism",
+        "--noise",
+        "clean",
+        "symmetric:0.5",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    assert (tmp_path / "r1_vs_noise.png").stat().st_size > 0
+    assert (tmp_path / "noise_detection.png").stat().st_size > 0
+
+
+def test_unknown_method_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", "--methods", "proxy_anchr", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'proxy_anchr'" in err and "proxy_anchor" in err
+
+
+def test_wrong_data_root_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    code = main(["bench", "--dataset", "cub", "--data-root", str(missing), "--out", str(tmp_path)])
+    assert code == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_unknown_hyperparameter_is_a_clear_error(tmp_path, capsys):
+    args = [*QUICK, "--out", str(tmp_path)]
+    args[args.index("--methods") + 1] = "proxy_anchor"
+    assert main([*args, "--set", "epochs=1"]) == 0
+    from noisy_pml.bench.registry import get_method
+
+    with pytest.raises(ValueError, match="no hyperparameter 'lrr'"):
+        get_method("proxy_anchor").config({"lrr": 1})
+
+
+def test_list_names_methods_and_backbones(capsys):
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("proxy_anchor", "multi_similarity", "contrastive", "prism", "efficientnet_lite0"):
+        assert name in out
+
+
+def test_config_file_with_variants(tmp_path):
+    cfg = {
+        "dataset": "digits",
+        "methods": ["proxy_anchor"],
+        "noise": ["clean"],
+        "seeds": [0],
+        "set": {"epochs": 1},
+        "variants": [{"name": "pa_linear", "method": "proxy_anchor", "set": {"head": "linear"}}],
+    }
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(cfg))
+    assert (
+        main(
+            ["bench", "--config", str(path), "--no-plots", "--quiet", "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    recs = _lines(tmp_path / "o" / "results.jsonl")
+    assert {r["method"] for r in recs} == {"proxy_anchor", "pa_linear"}
+    assert [r["cfg"]["head"] for r in recs if r["method"] == "pa_linear"] == ["linear"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_smoke_on_real_cub(data_root, tmp_path):
+    args = [
+        "bench",
+        "--dataset",
+        "cub",
+        "--data-root",
+        str(data_root),
+        "--smoke",
+        "--methods",
+        "proxy_anchor,prism",
+        "--noise",
+        "clean",
+        "symmetric:0.5",
+        "--no-plots",
+        "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    recs = _lines(tmp_path / "o" / "results.jsonl")
+    assert len(recs) == 4 and all(0 < r["metrics"]["R@1"] <= 1 for r in recs)
+
+
+def test_finetune_protocol_is_refused_with_a_reason(tmp_path, capsys):
+    assert main(["bench", "--protocol", "finetune", "--out", str(tmp_path)]) == 2
+    assert "GPU" in capsys.readouterr().err

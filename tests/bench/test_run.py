@@ -1,0 +1,59 @@
+"""Grid runner: resume by run key, truncated JSONL lines, validation classes carved out."""
+
+import json
+
+import pytest
+
+from noisy_pml.bench import run as bench_run
+from noisy_pml.bench.run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
+
+FAST = (("epochs", 1),)
+
+
+def test_resume_skips_finished_runs(tmp_path, monkeypatch):
+    spec = DataSpec("digits", aug_views=1)
+    runs = [RunSpec("proxy_anchor", n, 0, overrides=FAST) for n in ("clean", "symmetric:0.2")]
+    run_grid(spec, runs, tmp_path, progress=False)
+    assert len(read_results(tmp_path / "results.jsonl")) == 2
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was run again")
+
+    monkeypatch.setattr(bench_run, "run_one", boom)
+    assert len(run_grid(spec, runs, tmp_path, progress=False)) == 2
+
+
+def test_key_changes_with_hyperparameters_and_data():
+    run = RunSpec("proxy_anchor", "clean", 0)
+    cfg = {"lr": 1e-4}
+    assert run_key(DataSpec("digits"), run, cfg) != run_key(DataSpec("digits"), run, {"lr": 1e-3})
+    assert run_key(DataSpec("digits"), run, cfg) != run_key(DataSpec("cub"), run, cfg)
+    assert run_key(DataSpec("digits"), run, cfg) != run_key(
+        DataSpec("digits"), RunSpec("proxy_anchor", "clean", 1), cfg
+    )
+
+
+def test_truncated_last_line_is_ignored(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "met')
+    assert read_results(path) == [{"key": "a"}]
+
+
+def test_val_mode_trains_and_evaluates_on_disjoint_training_classes():
+    spec = DataSpec("digits", aug_views=0)
+    test = prepare_data(spec, "test")
+    val = prepare_data(spec, "val", val_classes=1)
+    assert val.num_classes == test.num_classes - 1
+    assert len(val.train_labels) + len(val.eval_labels) == len(test.train_labels)
+    assert val.eval_labels.unique().numel() == 1
+    assert int(val.train_labels.max()) == val.num_classes - 1
+
+
+def test_same_noisy_labels_for_every_method_within_a_seed(tmp_path):
+    spec = DataSpec("digits", aug_views=0)
+    data = prepare_data(spec)
+    a = bench_run.run_one(data, RunSpec("proxy_anchor", "symmetric:0.5", 3, overrides=FAST))
+    b = bench_run.run_one(data, RunSpec("contrastive", "symmetric:0.5", 3, overrides=FAST))
+    c = bench_run.run_one(data, RunSpec("contrastive", "symmetric:0.5", 4, overrides=FAST))
+    assert a["noisy_labels_sha1"] == b["noisy_labels_sha1"] != c["noisy_labels_sha1"]
+    assert a["achieved_noise_rate"] == pytest.approx(0.5, abs=0.01)
