@@ -458,10 +458,8 @@ def bench(args: argparse.Namespace) -> int:
         plot_methods=plan["methods"],
     )
     print(md)
-    log(
-        f"wrote {out / 'results.md'}, results.json, results.jsonl"
-        + ("" if args.no_plots else ", r1_vs_noise.png")
-    )
+    pngs = "".join(f", {p.name}" for p in sorted(out.glob("*.png")))
+    log(f"wrote {out / 'results.md'}, results.json, results.jsonl{pngs}")
     return 0
 
 

@@ -11,8 +11,10 @@ under noise (benchmark spec):
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,6 +297,12 @@ def write_report(
         **(extra or {}),
     }
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
+    if plots and summary and importlib.util.find_spec("matplotlib") is None:
+        warnings.warn(
+            "matplotlib is not installed: PNG plots skipped (pip install 'noisy-pml[bench]')",
+            stacklevel=2,
+        )
+        plots = False
     if plots and summary:
         methods = _methods_in_order(summary, plot_methods or order)
         if plot_methods:
