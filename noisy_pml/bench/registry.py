@@ -15,6 +15,8 @@ from .backbones import BACKBONES, BackboneSpec, build_backbone
 __all__ = [
     "MethodSpec",
     "METHODS",
+    "PROTOCOLS",
+    "PROTOCOL_DEFAULTS",
     "register_method",
     "get_method",
     "list_methods",
@@ -22,6 +24,25 @@ __all__ = [
     "BackboneSpec",
     "build_backbone",
 ]
+
+
+PROTOCOLS = ("frozen", "finetune")
+# Hyperparameters a protocol adds to every method's defaults. The frozen protocol adds none, so
+# its resolved configurations (and run keys) do not depend on the finetune code path.
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "frozen": {},
+    "finetune": {
+        "backbone_lr": 1e-4,  # AdamW lr of the backbone (head / proxies keep the method's lrs)
+        "freeze_bn": True,  # BatchNorm layers in eval mode: running statistics stay fixed
+    },
+}
+
+
+def check_protocol(protocol: str) -> str:
+    """``protocol`` if it is one of :data:`PROTOCOLS`, else a clear error."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    return protocol
 
 
 @dataclass(frozen=True)
@@ -49,9 +70,15 @@ class MethodSpec:
                 return False
         return True
 
-    def config(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated by ``overrides``; unknown keys raise."""
-        cfg = dict(self.defaults)
+    def defaults_for(self, protocol: str = "frozen") -> dict[str, Any]:
+        """The method's defaults plus those the ``protocol`` adds (:data:`PROTOCOL_DEFAULTS`)."""
+        return {**self.defaults, **PROTOCOL_DEFAULTS[check_protocol(protocol)]}
+
+    def config(
+        self, overrides: dict[str, Any] | None = None, protocol: str = "frozen"
+    ) -> dict[str, Any]:
+        """Defaults (of ``protocol``) updated by ``overrides``; unknown keys raise."""
+        cfg = self.defaults_for(protocol)
         for key, value in (overrides or {}).items():
             if key not in cfg:
                 raise ValueError(

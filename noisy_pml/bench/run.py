@@ -16,7 +16,7 @@ import torch
 from ..noise import NoiseRecipe, apply_noise
 from .features import ViewSpec, load_views
 from .methods import TrainSet
-from .registry import get_method
+from .registry import check_protocol, get_method
 
 __all__ = [
     "BenchData",
@@ -44,8 +44,17 @@ class DataSpec:
     smoke: bool = False
     aug_image_size: int | None = None  # size of the augmented views (default: image_size)
 
+    def __post_init__(self) -> None:
+        check_protocol(self.protocol)
+
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        """What identifies the data of a run (part of :func:`run_key`). The finetune protocol
+        draws fresh augmentations on the fly, so the cached-view settings are left out."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.protocol == "finetune":
+            out.pop("aug_views")
+            out.pop("aug_image_size")
+        return out
 
 
 @dataclass
@@ -156,11 +165,6 @@ def _load_split_features(
         )
         _DATA_CACHE[key] = out
         return out
-    if spec.protocol != "frozen":
-        raise ValueError(
-            f"protocol {spec.protocol!r} needs end-to-end training on images (a GPU); the "
-            "benchmark CLI implements the 'frozen' protocol (cached backbone features)"
-        )
     train = get_dataset(spec.dataset, data_root, split="train")
     test = get_dataset(spec.dataset, data_root, split="test")
     tr_rows = list(range(len(train.img_paths)))
@@ -204,6 +208,10 @@ def prepare_data(
 ) -> BenchData:
     """Features for one evaluation mode.
 
+    With ``spec.protocol == "finetune"`` the result is a
+    :class:`~noisy_pml.bench.finetune.ImageData` (images, plus frozen backbone features of the
+    training images for the head's initialisation and Smooth PA's phase 1).
+
     ``mode="test"``: train on every training class, evaluate on the test classes.
     ``mode="val"``: carve ``val_classes`` of the training classes (a fixed, seeded choice),
     train on the others and evaluate on the carved ones: hyperparameters are chosen here,
@@ -220,27 +228,41 @@ def prepare_data(
 _PREPARED: dict[tuple, BenchData] = {}
 
 
-def _prepare(spec, mode, data_root, cache_dir, val_classes, progress) -> BenchData:
+def carve_validation(labels: torch.Tensor, val_classes: int):
+    """Fixed, seeded choice of validation classes among the training classes.
+
+    Returns ``(is_val mask, remap of the kept classes to 0..C'-1, C', description)``.
+    """
+    c = int(labels.max()) + 1
+    n_val = min(val_classes, max(1, c // 5)) if c < 5 * val_classes else val_classes
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(12345))
+    is_val = torch.isin(labels, perm[:n_val])
+    remap = torch.full((c,), -1, dtype=torch.long)
+    keep_classes = perm[n_val:].sort().values
+    remap[keep_classes] = torch.arange(len(keep_classes))
+    desc = f"{n_val} validation classes carved from the training classes"
+    return is_val, remap, len(keep_classes), desc
+
+
+def _prepare(spec, mode, data_root, cache_dir, val_classes, progress):
     root = _resolve_root(spec.dataset, data_root)
+    if spec.protocol == "finetune":
+        from .finetune import prepare_images
+
+        return prepare_images(spec, mode, root, cache_dir, val_classes, progress)
     views, labels, test_x, test_y, seconds = _load_split_features(spec, root, cache_dir, progress)
     c = int(labels.max()) + 1
     if mode == "test":
         return BenchData(views, labels, c, test_x, test_y, seconds, "test classes")
-    n_val = min(val_classes, max(1, c // 5)) if c < 5 * val_classes else val_classes
-    perm = torch.randperm(c, generator=torch.Generator().manual_seed(12345))
-    val = perm[:n_val]
-    is_val = torch.isin(labels, val)
-    remap = torch.full((c,), -1, dtype=torch.long)
-    keep_classes = perm[n_val:].sort().values
-    remap[keep_classes] = torch.arange(len(keep_classes))
+    is_val, remap, n_keep, desc = carve_validation(labels, val_classes)
     return BenchData(
         views[~is_val],
         remap[labels[~is_val]],
-        len(keep_classes),
+        n_keep,
         views[is_val, 0],
         labels[is_val],
         seconds,
-        f"{n_val} validation classes carved from the training classes",
+        desc,
     )
 
 
@@ -300,12 +322,15 @@ def _embed_all(method, x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     return out
 
 
-def run_one(data: BenchData, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one method on one noisy copy of the training labels; evaluate retrieval."""
-    from ..utils.accuracy_calculator import evaluate_retrieval
+def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "frozen"):
+    """Shared by both protocols: noisy labels of ``run``, the method (head + loss + miner) built
+    on ``data.train_views`` and its optional first phase (Smooth PA's confidence module).
 
+    Returns ``(cfg, noise result, TrainSet, method, views per sample k, batch size, seconds)``;
+    ``seconds`` is the wall time after the noise injection (method building + first phase).
+    """
     spec = get_method(run.method)
-    cfg = spec.config(run.overrides_dict()) if cfg is None else cfg
+    cfg = spec.config(run.overrides_dict(), protocol=protocol) if cfg is None else cfg
     torch.manual_seed(run.seed)
     feats0 = data.train_views[:, 0]
     noise = apply_noise(
@@ -317,15 +342,59 @@ def run_one(data: BenchData, run: RunSpec, cfg: dict[str, Any] | None = None) ->
     t0 = time.perf_counter()
     method = spec.build(train, cfg)
     method.prepare(train, run.seed)
+    k = 2 if getattr(method, "two_view", spec.two_view) else 1
+    m = cfg.get("m_per_class", 1)
+    bs = min(cfg.get("batch_size", 1), m * data.num_classes)
+    bs -= bs % m
+    return cfg, noise, train, method, k, bs, time.perf_counter() - t0
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups (each group carries its own lr)."""
+    return torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> dict[str, Any]:
+    """The JSONL record of one run (both protocols)."""
+    scores = method.sample_scores(train)
+    detection = None
+    if scores is not None:
+        detection = _auroc_curve(scores.detach().float().cpu(), noise.noise_mask.cpu())
+    return {
+        "method": run.name,
+        "base_method": run.method,
+        "noise": str(NoiseRecipe.parse(run.noise)),
+        "seed": run.seed,
+        "mode": run.mode,
+        "cfg": cfg,
+        "metrics": metrics,
+        "achieved_noise_rate": float(noise.rate),
+        "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
+        **extra,
+        "detection": detection,
+    }
+
+
+def run_one(data, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one method on one noisy copy of the training labels; evaluate retrieval.
+
+    ``data`` from :func:`prepare_data`: cached features (frozen protocol) or images
+    (:class:`~noisy_pml.bench.finetune.ImageData`, finetune protocol).
+    """
+    from ..utils.accuracy_calculator import evaluate_retrieval
+
+    if not isinstance(data, BenchData):
+        from .finetune import run_one_finetune
+
+        return run_one_finetune(data, run, cfg)[0]
+    cfg, noise, train, method, k, bs, build_seconds = build_method(data, run, cfg)
+    t0 = time.perf_counter() - build_seconds
     groups = method.param_groups()
     losses: list[float] = []
     if groups and cfg["epochs"] > 0:
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        opt = make_optimizer(groups, cfg)
         g = torch.Generator().manual_seed(run.seed)
-        k = 2 if getattr(method, "two_view", spec.two_view) else 1
         m = cfg["m_per_class"]
-        bs = min(cfg["batch_size"], m * data.num_classes)
-        bs -= bs % m
         for _ in range(cfg["epochs"]):
             total, steps = 0.0, 0
             for idx in _balanced_batches(train.labels, bs, m, g):
@@ -343,26 +412,18 @@ def run_one(data: BenchData, run: RunSpec, cfg: dict[str, Any] | None = None) ->
     emb = _embed_all(method, data.eval_feats)
     metrics = evaluate_retrieval(emb, data.eval_labels, distance=method.eval_distance)
     eval_seconds = time.perf_counter() - t1
-    scores = method.sample_scores(train)
-    detection = None
-    if scores is not None:
-        detection = _auroc_curve(scores.detach().float().cpu(), noise.noise_mask.cpu())
-    return {
-        "method": run.name,
-        "base_method": run.method,
-        "noise": str(NoiseRecipe.parse(run.noise)),
-        "seed": run.seed,
-        "mode": run.mode,
-        "cfg": cfg,
-        "metrics": metrics,
-        "achieved_noise_rate": float(noise.rate),
-        "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
-        "train_seconds": round(train_seconds, 3),
-        "eval_seconds": round(eval_seconds, 3),
-        "feature_seconds": round(data.feature_seconds, 1),
-        "loss_per_epoch": [round(v, 5) for v in losses],
-        "detection": detection,
-    }
+    return make_record(
+        run,
+        cfg,
+        noise,
+        method,
+        train,
+        metrics,
+        train_seconds=round(train_seconds, 3),
+        eval_seconds=round(eval_seconds, 3),
+        feature_seconds=round(data.feature_seconds, 1),
+        loss_per_epoch=[round(v, 5) for v in losses],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +481,7 @@ def run_grid(
         cfg = (
             cfg_for(run)
             if cfg_for is not None
-            else get_method(run.method).config(run.overrides_dict())
+            else get_method(run.method).config(run.overrides_dict(), data_spec.protocol)
         )
         key = run_key(data_spec, run, cfg)
         if key not in done:
@@ -433,7 +494,14 @@ def run_grid(
         bar.set_postfix_str(f"{run.name} {run.noise} s{run.seed} {run.mode}")
         data = prepare_data(data_spec, run.mode, data_root, cache_dir, val_classes, progress)
         rec = run_one(data, run, cfg)
-        rec.update({"key": key, "data": data_spec.as_dict(), "eval_set": data.description})
+        rec.update(
+            {
+                "key": key,
+                "protocol": data_spec.protocol,
+                "data": data_spec.as_dict(),
+                "eval_set": data.description,
+            }
+        )
         _append(path, rec)
     return read_results(path)
 

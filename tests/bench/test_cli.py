@@ -146,6 +146,10 @@ def test_smoke_on_real_cub(data_root, tmp_path):
     assert len(recs) == 4 and all(0 < r["metrics"]["R@1"] <= 1 for r in recs)
 
 
-def test_finetune_protocol_is_refused_with_a_reason(tmp_path, capsys):
-    assert main(["bench", "--protocol", "finetune", "--out", str(tmp_path)]) == 2
-    assert "GPU" in capsys.readouterr().err
+def test_finetune_protocol_end_to_end(tmp_path):
+    args = [*QUICK, "--protocol", "finetune", "--backbone", "tiny_cnn", "--image-size", "32"]
+    args[args.index("--methods") + 1] = "proxy_anchor"
+    assert main([*args, "--set", "backbone_lr=1e-3", "m_per_class=8", "--out", str(tmp_path)]) == 0
+    recs = _lines(tmp_path / "results.jsonl")
+    assert {(r["protocol"], r["cfg"]["backbone_lr"]) for r in recs} == {("finetune", 1e-3)}
+    assert "finetune tiny_cnn" in (tmp_path / "results.md").read_text()

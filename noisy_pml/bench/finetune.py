@@ -1,0 +1,308 @@
+"""The ``finetune`` protocol: backbone + the method's head trained end to end on images.
+
+Same methods, losses, miners, heads, noisy labels, batches and metrics as the frozen protocol
+(:mod:`noisy_pml.bench.run`); what changes is that every batch is loaded as images and passed
+through the backbone, whose weights train too:
+
+- the model is ``method.embed(backbone(image))`` (backbone from :func:`build_backbone`);
+- before training, the *frozen* backbone embeds the training images once (evaluation transform):
+  those features initialise the head (its mean and PCA start) and are what Smooth
+  Proxy-Anchor's phase 1 trains its confidence module on, exactly as in the frozen protocol;
+- training views: :func:`~noisy_pml.datasets.transforms.weak_transform` (RandomResizedCrop +
+  flip); two-view methods get two independent weak views of each image through
+  :class:`~noisy_pml.datasets.TwoViewDataset`; evaluation uses
+  :func:`~noisy_pml.datasets.transforms.eval_transform` (Resize(S * 256 / 224) + CenterCrop(S));
+- BatchNorm layers stay in eval mode (``freeze_bn``, default on): their running statistics do
+  not move while every weight, BatchNorm affine parameters included, trains;
+- AdamW with the method's parameter groups (head lr, proxies at ``lr * loss_lr_mult``) plus the
+  backbone at ``backbone_lr`` (default 1e-4);
+- device: CUDA when available, else CPU.
+
+Designed for GPU users; on a CPU it runs at reduced resolution (see benchmarks/results/README).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbones import build_backbone
+from .run import (
+    RunSpec,
+    _balanced_batches,
+    build_method,
+    carve_validation,
+    make_optimizer,
+    make_record,
+)
+
+__all__ = ["ImageSplit", "ImageData", "prepare_images", "run_one_finetune", "freeze_batchnorm"]
+
+
+@dataclass
+class ImageSplit:
+    """Rows ``rows`` of a noisy_pml dataset (read through its ``load_sample``)."""
+
+    dataset: Any
+    rows: list[int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class ImageData:
+    """Images of one evaluation mode, for the finetune protocol.
+
+    ``train_views`` (N, 1, D): frozen backbone features of the training images (centre crop),
+    used to initialise the head, for Smooth PA's phase 1 and for small-cluster noise.
+    """
+
+    train_images: ImageSplit
+    train_views: torch.Tensor
+    train_labels: torch.Tensor
+    num_classes: int
+    eval_images: ImageSplit
+    eval_labels: torch.Tensor
+    feature_seconds: float
+    description: str
+    backbone: str
+    image_size: int
+
+
+def _as_rgb(sample: Any) -> Any:
+    """PIL RGB image from a dataset sample (Digits gives (1, 8, 8) tensors in [0, 1])."""
+    if isinstance(sample, torch.Tensor):
+        from torchvision.transforms.functional import to_pil_image
+
+        return to_pil_image(sample.clamp(0, 1)).convert("RGB")
+    return sample.convert("RGB")
+
+
+class _RGB:
+    """Picklable ``transform(_as_rgb(sample))``."""
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, sample: Any) -> torch.Tensor:
+        return self.transform(_as_rgb(sample))
+
+
+class _OneView(torch.utils.data.Dataset):
+    def __init__(self, dataset: Any, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.dataset.load_sample(i))
+
+
+def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
+    """(weak training transform, evaluation transform) with the backbone's normalisation."""
+    from ..datasets.transforms import eval_transform, weak_transform
+    from .backbones import BACKBONES
+
+    b = BACKBONES[backbone]
+    weak = weak_transform(image_size, mean=b.mean, std=b.std)
+    ev = eval_transform(image_size, round(image_size * 256 / 224), mean=b.mean, std=b.std)
+    return _RGB(weak), _RGB(ev)
+
+
+def _workers(dataset: Any) -> int:
+    if isinstance(dataset.img_paths[0], str) and dataset.img_paths[0].startswith("sklearn"):
+        return 0  # in-memory digits: workers cost more than they save
+    return min(4, max(0, (os.cpu_count() or 1) - 1))
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def _embed_images(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    split: ImageSplit,
+    transform: Callable,
+    device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(_OneView(split.dataset, transform), split.rows),
+        batch_size=batch_size,
+        num_workers=_workers(split.dataset),
+    )
+    return torch.cat([f(x.to(device)).float().cpu() for x in loader])
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Put every BatchNorm layer of ``module`` in eval mode (running statistics stay fixed)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return module
+
+
+def prepare_images(
+    spec: Any,
+    mode: str,
+    root: str | None,
+    cache_dir: Any = None,
+    val_classes: int = 20,
+    progress: bool = True,
+) -> ImageData:
+    """Images of ``spec.dataset`` for ``mode`` ("test" or "val", as :func:`prepare_data`) plus
+    the frozen backbone's features of the training images.
+
+    On CUB / Cars196 those features come from (or go into) the frozen protocol's feature cache
+    (same centre-crop recipe), so both protocols see the same noisy labels for a seed.
+    """
+    from ..datasets import get_dataset
+    from .run import _smoke_subset
+
+    kw = {} if spec.dataset == "digits" else {"root": root}
+    train = get_dataset(spec.dataset, split="train", **kw)
+    test = get_dataset(spec.dataset, split="test", **kw)
+    tr_rows, te_rows = list(range(len(train))), list(range(len(test)))
+    if spec.smoke:
+        tr_rows, te_rows = _smoke_subset(train, 5), _smoke_subset(test, 5)
+    t0 = time.perf_counter()
+    if spec.dataset == "digits":
+        backbone, _ = build_backbone(spec.backbone, spec.image_size)
+        _, ev = _transforms(spec.backbone, spec.image_size)
+        feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, torch.device("cpu"))
+        seconds = time.perf_counter() - t0
+    else:
+        from .features import ViewSpec, load_views
+
+        # the frozen protocol's centre-crop cache entry (train + test images, one file)
+        paths = [train.img_paths[i] for i in tr_rows] + [test.img_paths[i] for i in te_rows]
+        split = "train+test" if not spec.smoke else "smoke"
+        view = ViewSpec(spec.dataset, split, spec.backbone, spec.image_size)
+        views, seconds = load_views([view], paths, cache_dir, progress=progress)
+        feats = views[: len(tr_rows), 0]
+    labels = train.clean_targets[tr_rows].long()
+    c = int(labels.max()) + 1
+    common = dict(backbone=spec.backbone, image_size=spec.image_size, feature_seconds=seconds)
+    if mode == "test":
+        return ImageData(
+            ImageSplit(train, tr_rows),
+            feats[:, None],
+            labels,
+            c,
+            ImageSplit(test, te_rows),
+            test.clean_targets[te_rows].long(),
+            description="test classes",
+            **common,
+        )
+    if mode != "val":
+        raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")
+    is_val, remap, n_keep, desc = carve_validation(labels, val_classes)
+    rows = torch.tensor(tr_rows)
+    return ImageData(
+        ImageSplit(train, rows[~is_val].tolist()),
+        feats[~is_val][:, None],
+        remap[labels[~is_val]],
+        n_keep,
+        ImageSplit(train, rows[is_val].tolist()),
+        labels[is_val],
+        description=desc,
+        **common,
+    )
+
+
+def _train_loader(
+    split: ImageSplit, weak: Callable, two_view: bool, batches: Sequence[torch.Tensor]
+) -> torch.utils.data.DataLoader:
+    """Batches of images for the (position) index batches ``batches`` of ``split``."""
+    from ..datasets import TwoViewDataset
+
+    ds = TwoViewDataset(split.dataset, weak, weak) if two_view else _OneView(split.dataset, weak)
+    rows = [[split.rows[i] for i in idx.tolist()] for idx in batches]
+    return torch.utils.data.DataLoader(ds, batch_sampler=rows, num_workers=_workers(split.dataset))
+
+
+def run_one_finetune(
+    data: ImageData, run: RunSpec, cfg: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], nn.Module, nn.Module]:
+    """Fine-tune backbone + method on one noisy copy of the training labels; evaluate.
+
+    Returns ``(record, trained backbone, trained method)``; the record is the frozen protocol's
+    plus ``epoch_seconds`` and ``device``.
+    """
+    from ..utils.accuracy_calculator import evaluate_retrieval
+
+    cfg, noise, train, method, k, bs, build_seconds = build_method(data, run, cfg, "finetune")
+    t0 = time.perf_counter() - build_seconds
+    device = _device()
+    backbone, _ = build_backbone(data.backbone, data.image_size)
+    backbone.to(device)
+    method.to(device)
+    weak, ev = _transforms(data.backbone, data.image_size)
+    groups = method.param_groups()
+    losses: list[float] = []
+    epoch_seconds: list[float] = []
+    if groups and cfg["epochs"] > 0:
+        groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
+        opt = make_optimizer(groups, cfg)
+        params = [p for grp in groups for p in grp["params"]]
+        g = torch.Generator().manual_seed(run.seed)
+        labels = train.labels.to(device)
+        for _ in range(cfg["epochs"]):
+            te = time.perf_counter()
+            backbone.train()
+            if cfg["freeze_bn"]:
+                freeze_batchnorm(backbone)
+            method.train()
+            batches = list(_balanced_batches(train.labels, bs, cfg["m_per_class"], g))
+            total, steps = 0.0, 0
+            for idx, batch in zip(
+                batches, _train_loader(data.train_images, weak, k == 2, batches), strict=True
+            ):
+                if k == 2:  # (B, 2, D): the two views of each image
+                    b = len(idx)
+                    z = backbone(torch.cat([batch[0], batch[1]]).to(device))
+                    x = torch.stack([z[:b], z[b:]], dim=1)
+                else:
+                    x = backbone(batch.to(device))
+                idx_d = idx.to(device)
+                loss = method.compute_loss(x, labels[idx_d], idx_d)
+                opt.zero_grad(set_to_none=True)
+                if loss.requires_grad:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_value_(params, 10.0)
+                    opt.step()
+                total, steps = total + float(loss.detach()), steps + 1
+            losses.append(total / max(steps, 1))
+            epoch_seconds.append(round(time.perf_counter() - te, 2))
+    train_seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    backbone.eval()
+    method.eval()
+    emb = _embed_images(lambda x: method.embed(backbone(x)), data.eval_images, ev, device)
+    metrics = evaluate_retrieval(emb, data.eval_labels, distance=method.eval_distance)
+    eval_seconds = time.perf_counter() - t1
+    method.cpu()
+    record = make_record(
+        run,
+        cfg,
+        noise,
+        method,
+        train,
+        metrics,
+        train_seconds=round(train_seconds, 3),
+        eval_seconds=round(eval_seconds, 3),
+        feature_seconds=round(data.feature_seconds, 1),
+        loss_per_epoch=[round(v, 5) for v in losses],
+        epoch_seconds=epoch_seconds,
+        device=str(device),
+    )
+    return record, backbone, method
