@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import geoopt
+import warnings
+
 import torch
 
 from ..utils import hyperbolic as hyp
+
+with warnings.catch_warnings():
+    # geoopt 0.5 decorates functions with torch.jit.script, which recent torch deprecates
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    import geoopt
 
 MODES = ("normalize", "clip")
 

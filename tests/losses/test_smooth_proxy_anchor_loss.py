@@ -17,6 +17,7 @@ import noisy_pml.losses.smooth_proxy_anchor_loss as spa
 from noisy_pml.losses import SmoothProxyAnchorLoss
 
 B, C, D = 24, 7, 5
+MU = 0.5  # explicit smoothing position (= tau) shared with reference_loss, not the default
 OPTIONS = [(ps, wn) for ps in ("confidence", "labels") for wn in (True, False)]
 # the fused kernel's code paths: positive similarities from sparse dot products or gathered from
 # the full matrix; negative log-sum-exp without shift (bounded cosine) or with a per-proxy max
@@ -59,7 +60,7 @@ def _assert_same(a, b, tol=1e-12):
         torch.testing.assert_close(x, y, rtol=tol, atol=tol)
 
 
-def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=0.5, k=10.0, tau=0.5,
+def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=MU, k=10.0, tau=MU,
                    positive_set="confidence", weighted_negatives=True):
     """The spec's formula, one proxy and one sample at a time."""
     s = F.normalize(emb) @ F.normalize(proxies).T
@@ -103,7 +104,7 @@ def test_without_confidences_is_pml_proxy_anchor_on_the_labels(kernel_path):
 @pytest.mark.parametrize("positive_set,weighted_negatives", OPTIONS)
 def test_matches_literal_formula_on_random_confidences(positive_set, weighted_negatives,
                                                         kernel_path):
-    ours = SmoothProxyAnchorLoss(C, D, positive_set=positive_set,
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, positive_set=positive_set,
                                  weighted_negatives=weighted_negatives).double()
     emb, labels = _batch()
     c = torch.rand(B, C, dtype=torch.float64) ** 2
@@ -115,7 +116,7 @@ def test_matches_literal_formula_on_random_confidences(positive_set, weighted_ne
 
 
 def test_relabelling_makes_confident_classes_positive():
-    ours = SmoothProxyAnchorLoss(C, D, collect_stats=True).double()
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, collect_stats=True).double()
     emb, labels = _batch()
     c = torch.zeros(B, C, dtype=torch.float64)
     c[torch.arange(B), (labels + 1) % C] = 0.9  # every sample confidently belongs elsewhere
@@ -129,7 +130,8 @@ def test_relabelling_makes_confident_classes_positive():
 def test_zero_weight_sample_changes_nothing():
     # hard step, positives = labels: sample 0 is below the threshold for its label and above it
     # for every other class, so all its weights are exactly 0
-    ours = SmoothProxyAnchorLoss(C, D, smoothing_sharpness=math.inf, positive_set="labels").double()
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, smoothing_sharpness=math.inf,
+                                 positive_set="labels").double()
     emb, labels = _batch()
     c = torch.rand(B, C, dtype=torch.float64)
     c[0] = 0.9
@@ -142,7 +144,7 @@ def test_zero_weight_sample_changes_nothing():
 
 
 def test_proxies_without_positives_contribute_nothing_to_the_positive_term():
-    ours = SmoothProxyAnchorLoss(C, D).double()
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU).double()
     emb, labels = _batch()
     c = torch.rand(B, C, dtype=torch.float64) * 0.4
     c[:, 0] = 0.8  # class 0 is everyone's; no one reaches the threshold for the others
@@ -177,7 +179,7 @@ def test_with_a_distance_instead_of_a_similarity_equals_pml():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_follows_input_dtype(dtype):
-    ours = SmoothProxyAnchorLoss(C, D)
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU)
     emb, labels = _batch(dtype)
     c = torch.rand(B, C, dtype=dtype)
     loss = ours(emb, labels, confidences=c)
@@ -190,7 +192,7 @@ def test_follows_input_dtype(dtype):
 
 def test_large_alpha_shifts_the_exponent_in_float32():
     # e^(alpha s) overflows float32 at alpha = 100: the kernel must detect it and shift by the max
-    ours = SmoothProxyAnchorLoss(C, D, alpha=100.0)
+    ours = SmoothProxyAnchorLoss(C, D, alpha=100.0, smoothing_position=MU)
     emb, labels = _batch(torch.float32)
     c = torch.rand(B, C)
     loss, g_emb, g_prox = _grads(ours, emb, labels, confidences=c)
@@ -201,10 +203,11 @@ def test_large_alpha_shifts_the_exponent_in_float32():
 
 def test_hard_step_dense_weights_equal_the_reference_limit(kernel_path):
     # k = inf: negative weights 1[c < mu] exactly, positive weights 1[c >= mu]
-    ours = SmoothProxyAnchorLoss(C, D, smoothing_sharpness=math.inf).double()
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU,
+                                 smoothing_sharpness=math.inf).double()
     emb, labels = _batch()
     c = torch.rand(B, C, dtype=torch.float64)
-    c[(c - 0.5).abs() < 0.01] += 0.02  # keep clear of mu: sigmoid(1e6 (c - mu)) is then a step
+    c[(c - MU).abs() < 0.01] += 0.02  # keep clear of mu: sigmoid(1e6 (c - mu)) is then a step
     expected = reference_loss(emb, labels, ours.proxies, c, k=1e6)
     want = (expected, *torch.autograd.grad(expected, [emb, ours.proxies]))
     _assert_same(want, _grads(ours, emb, labels, confidences=c), tol=1e-10)
@@ -252,6 +255,15 @@ def test_bad_input_raises_a_clear_error(field, value, match):
     args[field] = value
     with pytest.raises(ValueError, match=match):
         ours(args["embeddings"], args["labels"], confidences=args["confidences"])
+
+
+def test_default_smoothing_position_is_the_validated_one_and_sets_the_threshold():
+    # mu = 0.1 was chosen over 0.2 and 0.5 on validation classes (benchmarks/results/README.md)
+    ours = SmoothProxyAnchorLoss(C, D)
+    assert ours.smoothing_position == 0.1
+    assert ours.positive_threshold == ours.smoothing_position
+    assert SmoothProxyAnchorLoss(C, D, smoothing_position=0.3).positive_threshold == 0.3
+    assert SmoothProxyAnchorLoss(C, D, positive_threshold=0.7).positive_threshold == 0.7
 
 
 def test_bad_options_raise():
