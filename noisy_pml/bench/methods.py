@@ -229,6 +229,21 @@ class ContrastiveMethod(BenchMethod):
         )
 
 
+def _prism_miner(train, cfg, inner_miner=None):
+    """PRISMMiner over the training set with the method's PRISM hyperparameters."""
+    from ..miners import PRISMMiner
+
+    return PRISMMiner(
+        train.num_samples,
+        train.num_classes,
+        top_k=cfg["top_k"],
+        noise_rate=cfg["noise_rate"],
+        temperature=cfg["temperature"],
+        warmup=cfg["warmup"],
+        inner_miner=inner_miner,
+    )
+
+
 @register_method(
     "prism",
     defaults={
@@ -244,16 +259,7 @@ class ContrastiveMethod(BenchMethod):
 )
 class PRISMMethod(ContrastiveMethod):
     def build_miner(self, train, cfg):
-        from ..miners import PRISMMiner
-
-        return PRISMMiner(
-            train.num_samples,
-            train.num_classes,
-            top_k=cfg["top_k"],
-            noise_rate=cfg["noise_rate"],
-            temperature=cfg["temperature"],
-            warmup=cfg["warmup"],
-        )
+        return _prism_miner(train, cfg)
 
     def mine(self, emb, labels, idx):
         return self.miner(emb, labels, indices=idx)
@@ -280,17 +286,7 @@ class PRISMMethod(ContrastiveMethod):
 )
 class PRISMMSMethod(MultiSimilarityMethod):
     def build_miner(self, train, cfg):
-        from ..miners import PRISMMiner
-
-        return PRISMMiner(
-            train.num_samples,
-            train.num_classes,
-            top_k=cfg["top_k"],
-            noise_rate=cfg["noise_rate"],
-            temperature=cfg["temperature"],
-            warmup=cfg["warmup"],
-            inner_miner=pml_miners.MultiSimilarityMiner(epsilon=cfg["epsilon"]),
-        )
+        return _prism_miner(train, cfg, pml_miners.MultiSimilarityMiner(epsilon=cfg["epsilon"]))
 
     mine = PRISMMethod.mine
     sample_scores = PRISMMethod.sample_scores
