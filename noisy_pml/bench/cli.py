@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run only the config's ablation variants (the main grid in another process)",
     )
+    b.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the tables and plots of this grid's runs already in "
+        "--out/results.jsonl (e.g. a grid still running in another process)",
+    )
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--list", action="store_true", help="list methods and backbones, then exit")
@@ -402,14 +408,26 @@ def bench(args: argparse.Namespace) -> int:
         plan["aug_image_size"],
     )
     out = Path(args.out)
+    if args.report_only and (args.select or plan["select"]):
+        raise ValueError(
+            "--report-only cannot replay a hyperparameter selection ('select' / --select): "
+            "rerun the full command instead (finished runs are read back, not repeated)"
+        )
+    if args.report_only and not (out / "results.jsonl").exists():
+        raise ValueError(f"--report-only: no results file {out / 'results.jsonl'}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    data = prepare_data(data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet)
-    log(
-        f"data ready ({plan['protocol']}): train {tuple(data.train_views.shape)}, "
-        f"eval {len(data.eval_labels)} samples"
-        f" ({time.perf_counter() - t0:.1f} s; extraction wall time {data.feature_seconds:.0f} s)"
-    )
+    feature_seconds = None
+    if not args.report_only:
+        data = prepare_data(
+            data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet
+        )
+        feature_seconds = data.feature_seconds
+        log(
+            f"data ready ({plan['protocol']}): train {tuple(data.train_views.shape)}, "
+            f"eval {len(data.eval_labels)} samples ({time.perf_counter() - t0:.1f} s; "
+            f"extraction wall time {data.feature_seconds:.0f} s)"
+        )
     chosen, val_keys = {}, set()
     if args.select or plan["select"]:
         chosen, val_keys = _select(plan, data_spec, args, log)
@@ -431,21 +449,30 @@ def bench(args: argparse.Namespace) -> int:
             for noise in v.get("noise", plan["noise"]):
                 over = tuple(sorted(extra.items()))
                 runs.append(RunSpec(v["method"], noise, seed, "test", over, label=v["name"]))
-    run_grid(
-        data_spec,
-        runs,
-        out,
-        args.data_root,
-        args.cache_dir,
-        progress=not args.quiet,
-        cfg_for=lambda r: _cfg_for_method(plan, r.method, r.overrides_dict()),
-        val_classes=args.val_classes,
-    )
+    if not args.report_only:
+        run_grid(
+            data_spec,
+            runs,
+            out,
+            args.data_root,
+            args.cache_dir,
+            progress=not args.quiet,
+            cfg_for=lambda r: _cfg_for_method(plan, r.method, r.overrides_dict()),
+            val_classes=args.val_classes,
+        )
     records = read_results(out / "results.jsonl")
     cfg_of = lambda r: _cfg_for_method(plan, r.method, r.overrides_dict())  # noqa: E731
-    wanted = {run_key(data_spec, r, cfg_of(r)) for r in runs}
+    wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     # only this plan's runs (a results file may also hold runs of earlier configurations)
-    records = [r for r in records if r.get("key") in wanted | val_keys]
+    records = [r for r in records if r.get("key") in wanted.keys() | val_keys]
+    if args.report_only:
+        missing = [run for key, run in wanted.items() if key not in {r["key"] for r in records}]
+        # printed even with --quiet: which cells are missing is what a partial report needs
+        found = len(wanted) - len(missing)
+        print(f"--report-only: {found} of {len(wanted)} runs of this grid found", file=sys.stderr)
+        for run in missing:
+            print(f"  not run yet: {run.name} {run.noise} seed {run.seed}", file=sys.stderr)
+        feature_seconds = max((r.get("feature_seconds") or 0 for r in records), default=None)
     order = plan["methods"] + [v["name"] for v in plan["variants"]]
     title = (
         "digits (scikit-learn 8x8 pixels as features, class-disjoint split 0-4 / 5-9)"
@@ -459,7 +486,7 @@ def bench(args: argparse.Namespace) -> int:
     extra = {
         "plan": plan,
         "chosen_hyperparameters": chosen,
-        "feature_extraction_seconds": data.feature_seconds,
+        "feature_extraction_seconds": feature_seconds,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     md = write_report(

@@ -48,6 +48,27 @@ def test_second_invocation_resumes_without_rerunning(tmp_path):
     assert len({r["key"] for r in second}) == len(second)
 
 
+def test_report_only_tables_the_finished_runs_and_runs_nothing(tmp_path, capsys):
+    assert main([*QUICK, "--out", str(tmp_path)]) == 0
+    finished = (tmp_path / "results.jsonl").read_text()
+    capsys.readouterr()
+    # a larger grid than the one that ran: its seed-1 runs are reported missing, not run
+    assert main([*QUICK, "--seeds", "0", "1", "--report-only", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert (tmp_path / "results.jsonl").read_text() == finished
+    assert "4 of 8 runs of this grid found" in captured.err
+    assert "not run yet: prism symmetric:0.5 seed 1" in captured.err
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["num_runs"] == 4
+    assert summary["summary"]["proxy_anchor"]["clean"]["seeds"] == 1
+    assert "| proxy_anchor |" in (tmp_path / "results.md").read_text()
+
+
+def test_report_only_without_results_is_a_clear_error(tmp_path, capsys):
+    assert main([*QUICK, "--report-only", "--out", str(tmp_path / "empty")]) == 2
+    assert "no results file" in capsys.readouterr().err
+
+
 def test_plots_are_written(tmp_path):
     args = [
         "bench",
