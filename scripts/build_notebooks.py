@@ -800,6 +800,8 @@ The committed grids (protocol in `benchmarks/results/README.md`):
   usual test gallery, so not comparable with published Cars196 numbers;
 - noise: clean, symmetric 20 / 30 / 50 / 70 %, small-cluster 25 %; 3 seeds per cell;
   ablation variants of the reconstructed choices with seed 0 at symmetric 30 / 50 %;
+- **CUB fine-tuned** (`cub_finetune/`): the same split with EfficientNet-Lite0 trained end to
+  end (`--protocol finetune`) at a CPU-sized 128 px for 4 epochs, clean and symmetric 50 %;
 - `digits/` is the CI smoke run (raw 8x8 pixels, one seed): it checks that every method runs,
   it is not evidence for choosing one.
 
@@ -827,7 +829,7 @@ def find_results_dir():
 
 
 def dataset_order(name):  # the real datasets first, the smoke run last
-    return ({"cub": 0, "cars196": 1}.get(name, 2), name)
+    return ({"cub": 0, "cars196": 1, "cub_finetune": 2}.get(name, 3), name)
 
 
 RESULTS = find_results_dir()
@@ -919,10 +921,11 @@ else:
 `benchmarks/claims.py` pairs the runs of two methods by seed (same noisy labels) and reports the
 R@1 difference in points, mean ± std over the seeds (n = seeds). Claimed: Smooth Proxy-Anchor
 +3.29 over Proxy-Anchor and +2.63 over Multi-Similarity under noise; AHSML-MS +3.3 over
-Multi-Similarity at symmetric 30 %."""),
+Multi-Similarity at symmetric 30 %. `cub_finetune` pairs the fine-tuned runs the same way."""),
     ("code", '''\
 claims_py = RESULTS.parent / "claims.py" if RESULTS is not None else None
-real = [n for n in ("cub", "cars196") if n in records and (RESULTS / n / "results.json").exists()]
+real = [n for n in ("cub", "cars196", "cub_finetune")
+        if n in records and (RESULTS / n / "results.json").exists()]
 if claims_py is None or not claims_py.exists():
     print("benchmarks/claims.py not found: run this notebook from inside the repository")
 elif not real:
