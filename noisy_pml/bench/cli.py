@@ -449,6 +449,9 @@ def bench(args: argparse.Namespace) -> int:
             for noise in v.get("noise", plan["noise"]):
                 over = tuple(sorted(extra.items()))
                 runs.append(RunSpec(v["method"], noise, seed, "test", over, label=v["name"]))
+    def cfg_of(run: RunSpec) -> dict[str, Any]:
+        return _cfg_for_method(plan, run.method, run.overrides_dict())
+
     if not args.report_only:
         run_grid(
             data_spec,
@@ -457,16 +460,16 @@ def bench(args: argparse.Namespace) -> int:
             args.data_root,
             args.cache_dir,
             progress=not args.quiet,
-            cfg_for=lambda r: _cfg_for_method(plan, r.method, r.overrides_dict()),
+            cfg_for=cfg_of,
             val_classes=args.val_classes,
         )
-    records = read_results(out / "results.jsonl")
-    cfg_of = lambda r: _cfg_for_method(plan, r.method, r.overrides_dict())  # noqa: E731
     wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     # only this plan's runs (a results file may also hold runs of earlier configurations)
-    records = [r for r in records if r.get("key") in wanted.keys() | val_keys]
+    keep = wanted.keys() | val_keys
+    records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]
     if args.report_only:
-        missing = [run for key, run in wanted.items() if key not in {r["key"] for r in records}]
+        found_keys = {r["key"] for r in records}
+        missing = [run for key, run in wanted.items() if key not in found_keys]
         # printed even with --quiet: which cells are missing is what a partial report needs
         found = len(wanted) - len(missing)
         print(f"--report-only: {found} of {len(wanted)} runs of this grid found", file=sys.stderr)
