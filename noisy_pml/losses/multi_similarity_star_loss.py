@@ -2,49 +2,80 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from ..distances import PoincareSimilarity
-from ..utils.class_divergence import AdaptiveThresholds
+from ..utils.ahsml import (
+    COLLAPSE_STATISTICS,
+    AdaptiveThresholds,
+    collapse_statistics,
+    to_cosine_units,
+)
+from ..utils.checks import check_finite, check_labels, check_ndim, check_positive
 
 
 class MultiSimilarityStarLoss(BaseMetricLossFunction):
     r"""AHSML's three-term Multi-Similarity loss (Yan et al., IEEE TIP 2023).
 
-    For anchor :math:`i` of a batch of ``N = V * B`` embeddings (V views of B images), with the
-    masks ``A`` (other views of the same image), ``P`` (same label, other image), ``N`` (other
-    label) and the per-pair thresholds :math:`T` of
-    :class:`~noisy_pml.utils.class_divergence.AdaptiveThresholds` (no gradient):
+    For anchor $i$ of a batch of $N = V B$ embeddings ($V$ views of $B$ images), with the masks
+    $A$ (other views of the same image), $P$ (same label, other image), $N$ (other label) and the
+    per-pair thresholds $T$ of `noisy_pml.utils.ahsml.AdaptiveThresholds` (no gradient):
 
-    .. math::
+    $$
+    \ell_i = \frac{1}{\rho}\log\Big(1 + \sum_{j \in A'_i} e^{-\rho(s_{ij} - T_{ij})}\Big)
+           + \frac{1}{\alpha}\log\Big(1 + \sum_{j \in P_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
+           + \frac{1}{\beta}\log\Big(1 + \sum_{j \in N_i} e^{\beta(s_{ij} - T_{ij})}\Big)
+    $$
 
-        \ell_i = \frac{1}{\alpha}\log\Big(1 + \sum_{j \in A_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
-               + \frac{1}{\alpha}\log\Big(1 + \sum_{j \in P_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
-               + \frac{1}{\beta}\log\Big(1 + \sum_{j \in N_i} e^{\beta(s_{ij} - T_{ij})}\Big)
+    averaged over anchors (`MeanReducer`, as PML's `MultiSimilarityLoss`). The consistency
+    term (the first) has its own scale $\rho$ and pulls only $A'_i$: the augmentation pairs once
+    the warm-up is over and, with `consistency_hinge`, only those still below their threshold
+    $M_a$ ($s_{ij} < T_{ij}$), so its gradient is exactly zero once two views agree that well.
+    With `delta=0`, one view and `CosineSimilarity` it equals `MultiSimilarityLoss(alpha, beta,
+    base)`.
 
-    averaged over anchors (``MeanReducer``, as PML's ``MultiSimilarityLoss``). With
-    ``delta=0`` and one view it equals ``MultiSimilarityLoss(alpha, beta, base)``.
+    Units: `base`, `delta` and `mining_epsilon` are cosine units; the default similarity is
+    `CosineSimilarity` (spec A7). With `distance=PoincareSimilarity(c)` the thresholds are
+    mapped through $c$ (`PoincareSimilarity.from_cosine`) and mining compares cosines, so no
+    constant changes meaning with the curvature.
+
+    Collapse signals, set at every call (registered with PML's `add_to_recordable_attributes`,
+    `is_stat=True`, when `collect_stats` is on, so a trainer can record them per epoch):
+    `mean_negative_similarity`, `mean_positive_similarity`, `mean_augmentation_similarity`
+    (loss units), `embedding_spread` ($1 - \|\bar u\|^2$ of the normalised embeddings) and
+    `consistency_active_fraction` (share of augmentation pairs the consistency term pulls).
 
     Args:
-        alpha, beta: MS scales :math:`\rho = 2`, :math:`\sigma = 50` (PML defaults).
-        base: the base threshold :math:`\gamma` (0.5), in the similarity's units.
-        delta, negative, augmentation, scope, num_samples: see ``AdaptiveThresholds``
-            (ignored when ``thresholds`` is given).
-        views, bank_view, bank_samples_per_class, memory_statistics, refresh_every: see
-            ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
-        mining_epsilon: (R) MS hard-pair mining on label pairs: keep a negative if
-            :math:`s_{in} > \min_{P_i} s - \epsilon`, a positive if
-            :math:`s_{ip} < \max_{N_i} s + \epsilon`; ``None`` (default) disables it.
-        thresholds: a ready ``AdaptiveThresholds`` module.
-        distance: a similarity (``is_inverted``); default ``PoincareSimilarity(c=1)``.
-            ``CosineSimilarity()`` is the Euclidean ablation ("hyperbolic off").
+        alpha: positive scale $\alpha$ (2, PML's MS default).
+        beta: negative scale $\beta$ (50, PML's MS default).
+        base: the base threshold $\gamma$ in cosine units (0.5, the paper's and MS's value).
+        delta, negative, augmentation, scope, num_samples, views, bank_view,
+            bank_samples_per_class, memory_statistics, refresh_every, consistency,
+            consistency_warmup: see `AdaptiveThresholds` (ignored when `thresholds` is given).
+        mining_epsilon: (R) MS hard-pair mining on label pairs, in cosine units: keep a negative
+            if $s_{in} > \min_{P_i} s - \epsilon$, a positive if
+            $s_{ip} < \max_{N_i} s + \epsilon$; `None` (default) disables it.
+        thresholds: a ready `AdaptiveThresholds` module.
+        rho: (R) scale $\rho$ of the consistency term (20). Reusing $\alpha = 2$ there
+            collapsed the embedding (Cars196, symmetric 30 %, frozen features, 2 seeds: 35.5
+            R@1 with $\alpha$, 44.8 with $\rho = 20$, 45.2 with the term off, MS 46.0; issue #10).
+        consistency_hinge: (R) pull only augmentation pairs below $M_a$ (default True).
+        distance: a similarity (`is_inverted`); default `CosineSimilarity()` (one view on
+            Cars196 at symmetric 30 %: cosine 45.4 R@1, Poincare with cosine-unit constants
+            unmapped 41.5 at c = 1, 45.3 at c = 0.3, 46.1 at c = 0.1; issue #10).
+            `PoincareSimilarity(c)` is the hyperbolic option.
 
-    Dataset indices for ``scope="memory"`` arrive through :meth:`set_batch_info` (see
-    ``noisy_pml.losses.two_view_batch_getter``). ``indices_tuple`` (a miner's pairs or PML's
-    TwoStreamMetricLoss triplets) restricts the pairs; ``ref_emb`` is not supported.
+    Raises:
+        ValueError: `alpha`, `beta` or `rho` not finite and > 0, or a negative `mining_epsilon`.
+
+    Dataset indices for `scope="memory"` arrive through `set_batch_info`. `indices_tuple` (a
+    miner's pairs or PML's TwoStreamMetricLoss triplets) restricts the pairs; `ref_emb` is not
+    supported.
     """
 
     def __init__(
@@ -54,7 +85,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         base: float = 0.5,
         delta: float = 0.2,
         negative: str = "literal",
-        augmentation: str = "min",
+        augmentation: str = "class",
         scope: str = "memory",
         num_samples: int | None = None,
         views: int = 2,
@@ -64,30 +95,60 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         thresholds: AdaptiveThresholds | None = None,
         memory_statistics: str | None = None,
         refresh_every: int = 1,
+        rho: float = 20,
+        consistency: bool = True,
+        consistency_warmup: float | None = None,
+        consistency_hinge: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.alpha, self.beta, self.base = alpha, beta, base
-        self.mining_epsilon = mining_epsilon
+        for name, value in (("alpha", alpha), ("beta", beta), ("rho", rho)):
+            check_positive(name, value)
+        if mining_epsilon is not None and not (
+            isinstance(mining_epsilon, int | float) and math.isfinite(mining_epsilon)
+            and mining_epsilon >= 0
+        ):
+            raise ValueError(
+                f"mining_epsilon must be None or a finite number >= 0, got {mining_epsilon!r}"
+            )
+        self.alpha, self.beta, self.base, self.rho = float(alpha), float(beta), base, float(rho)
+        self.mining_epsilon, self.consistency_hinge = mining_epsilon, bool(consistency_hinge)
         self.thresholds = thresholds or AdaptiveThresholds(
-            base, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class, memory_statistics, refresh_every,
+            gamma=base, delta=delta, negative=negative, augmentation=augmentation, scope=scope,
+            num_samples=num_samples, views=views, bank_view=bank_view,
+            bank_samples_per_class=bank_samples_per_class, memory_statistics=memory_statistics,
+            refresh_every=refresh_every, consistency=consistency,
+            consistency_warmup=consistency_warmup,
         )
         self.add_to_recordable_attributes(
-            list_of_names=["alpha", "beta", "base"], is_stat=False
+            list_of_names=["alpha", "beta", "base", "rho"], is_stat=False
         )
+        self.add_to_recordable_attributes(list_of_names=list(COLLAPSE_STATISTICS), is_stat=True)
+        for name in COLLAPSE_STATISTICS:
+            setattr(self, name, 0.0)
 
-    def set_batch_info(self, sample_indices=None, instance_ids=None) -> None:
-        """Dataset indices / instance ids of the next batch (see ``AdaptiveThresholds``)."""
-        self.thresholds.set_batch_info(sample_indices, instance_ids)
+    def set_batch_info(
+        self, indices=None, instance_ids=None, confidences=None, sample_indices=None
+    ) -> None:
+        """Dataset indices / instance ids of the next batch (see
+        `AdaptiveThresholds.set_batch_info`; `sample_indices=` is a deprecated alias)."""
+        self.thresholds.set_batch_info(indices, instance_ids, confidences, sample_indices)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
         if ref_emb is not embeddings:
             raise ValueError(f"{type(self).__name__} does not support ref_emb")
         c_f.labels_required(labels)
+        check_ndim("embeddings", embeddings, 2)
+        check_finite("embeddings", embeddings)
+        check_labels("labels", labels, length=len(embeddings))
+        if len(embeddings) == 0:
+            return self.zero_losses()
         mat = self.distance(embeddings)
         res = self.thresholds(self.distance, embeddings, labels, sim=mat)
-        aug, pos, neg = res.aug_mask, res.pos_mask, res.neg_mask
+        aug = res.active_augmentation(mat, self.consistency_hinge)
+        pos, neg = res.pos_mask, res.neg_mask
+        for name, value in collapse_statistics(embeddings, mat, res, aug).items():
+            setattr(self, name, value)
         if indices_tuple is not None:
             a1, p, a2, n = lmu.convert_to_pairs(indices_tuple, labels)
             given = torch.zeros_like(aug)
@@ -95,12 +156,13 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
             given[a2, n] = True
             aug, pos, neg = aug & given, pos & given, neg & given
         if self.mining_epsilon is not None:
-            pos, neg = self._mine(mat.detach(), pos, neg)
+            pos, neg = self._mine(to_cosine_units(self.distance, mat.detach()), pos, neg)
         t = res.thresholds
         pos_exp = self.alpha * self.distance.margin(mat, t)  # -alpha (s_ij - T_ij)
         neg_exp = self.beta * self.distance.margin(t, mat)  # beta (s_ij - T_ij)
         rows, cols = aug.nonzero(as_tuple=True)  # few per row: a sparse log(1 + sum exp)
-        aug_loss = _log1p_sum_exp(pos_exp[rows, cols], rows, len(mat)) / self.alpha
+        aug_exp = self.rho * self.distance.margin(mat[rows, cols], t[rows, cols])
+        aug_loss = _log1p_sum_exp(aug_exp, rows, len(mat)) / self.rho
         pos_loss = lmu.logsumexp(pos_exp, keep_mask=pos, add_one=True) / self.alpha
         neg_loss = lmu.logsumexp(neg_exp, keep_mask=neg, add_one=True) / self.beta
         return {
@@ -111,21 +173,20 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
             }
         }
 
-    def _mine(self, mat, pos, neg):
-        # MS mining in "more similar" orientation (works for distances too via margin signs)
-        sim = mat if self.distance.is_inverted else -mat
-        inf = torch.finfo(sim.dtype).max
-        min_pos = torch.where(pos, sim, torch.full_like(sim, inf)).amin(1, keepdim=True)
-        max_neg = torch.where(neg, sim, torch.full_like(sim, -inf)).amax(1, keepdim=True)
+    def _mine(self, cos, pos, neg):
+        # MS mining (Wang et al. 2019) on cosines: epsilon is a cosine-unit margin
+        inf = torch.finfo(cos.dtype).max
+        min_pos = torch.where(pos, cos, torch.full_like(cos, inf)).amin(1, keepdim=True)
+        max_neg = torch.where(neg, cos, torch.full_like(cos, -inf)).amax(1, keepdim=True)
         eps = self.mining_epsilon
-        return pos & (sim < max_neg + eps), neg & (sim > min_pos - eps)
+        return pos & (cos < max_neg + eps), neg & (cos > min_pos - eps)
 
-    def get_default_distance(self):
-        return PoincareSimilarity(c=1.0)
+    def get_default_distance(self) -> CosineSimilarity:
+        return CosineSimilarity()
 
 
 def _log1p_sum_exp(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
-    r"""Per row :math:`\log(1 + \sum_{k: rows_k = i} e^{v_k})` (0 for rows without entries),
+    r"""Per row $\log(1 + \sum_{k: rows_k = i} e^{v_k})$ (0 for rows without entries),
     stabilised by the detached row maximum (the value does not depend on it)."""
     out = values.new_zeros(n)
     if len(values) == 0:
