@@ -1,4 +1,4 @@
-"""AHSML class statistics and per-pair thresholds against brute-force pair loops."""
+"""AHSML per-pair thresholds: ranges, readings, units, scopes, consistency, errors."""
 
 import itertools
 
@@ -8,11 +8,10 @@ from pytorch_metric_learning.distances import CosineSimilarity
 
 from noisy_pml.distances import PoincareSimilarity
 from noisy_pml.utils import hyperbolic as hyp
-from noisy_pml.utils.class_divergence import (
+from noisy_pml.utils.ahsml import (
     AdaptiveThresholds,
     EmbeddingMemoryBank,
     class_pair_means,
-    cosine_class_means,
     instance_ids_from_views,
     pair_masks,
 )
@@ -41,40 +40,16 @@ def brute_stats(sim, labels, inst):
     return intra, inter
 
 
-def test_class_pair_means_equal_brute_force_pair_averages():
-    x, labels = ball_batch()
-    inst = instance_ids_from_views(len(labels), 2)
-    sim = PoincareSimilarity()(x)
-    classes = labels.unique()
-    same = inst[:, None] == inst[None, :]
-    intra, inter, n = class_pair_means(sim, labels, classes, exclude=same)
-    b_intra, b_inter = brute_stats(sim, labels, inst)
-    for k, a in enumerate(classes.tolist()):
-        if b_intra[a] is None:  # class 3 has one image: no distinct-image pair
-            assert torch.isnan(intra[k])
-        else:
-            torch.testing.assert_close(intra[k], b_intra[a])
-        for l, b in enumerate(classes.tolist()):
-            if a != b:
-                torch.testing.assert_close(inter[k, l], b_inter[a, b])
-    assert n.tolist() == [6, 4, 4, 2]
-
-
-def test_cosine_closed_form_equals_pairwise_means():
-    x = torch.randn(30, 4, dtype=torch.float64)
-    labels = torch.randint(0, 4, (30,))
-    classes = labels.unique()
-    closed = cosine_class_means(x, labels, classes)
-    direct = class_pair_means(CosineSimilarity()(x), labels, classes)
-    for a, b in zip(closed, direct, strict=True):
-        torch.testing.assert_close(a, b, equal_nan=True)
+def ball_points(n, d=5, dtype=torch.float64, generator=None):
+    u = torch.randn(n, d, generator=generator, dtype=dtype)
+    return hyp.project(hyp.exp0(0.8 * torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
 
 
 @pytest.mark.parametrize("negative", ["literal", "divergence"])
 def test_thresholds_stay_in_their_ranges_and_follow_the_masks(negative):
     x, labels = ball_batch()
     thr = AdaptiveThresholds(gamma=0.5, delta=0.2, negative=negative, scope="batch")
-    res = thr(PoincareSimilarity(), x, labels)
+    res = thr(CosineSimilarity(), x, labels)
     t = res.thresholds
     assert ((t[res.pos_mask] >= 0.5 - 1e-12) & (t[res.pos_mask] <= 0.7 + 1e-12)).all()
     assert ((t[res.neg_mask] >= 0.3 - 1e-12) & (t[res.neg_mask] <= 0.5 + 1e-12)).all()
@@ -88,14 +63,14 @@ def test_thresholds_stay_in_their_ranges_and_follow_the_masks(negative):
 
 def test_negative_readings_are_reflections_of_each_other():
     x, labels = ball_batch()
-    lit = AdaptiveThresholds(negative="literal", scope="batch")(PoincareSimilarity(), x, labels)
-    div = AdaptiveThresholds(negative="divergence", scope="batch")(PoincareSimilarity(), x, labels)
+    lit = AdaptiveThresholds(negative="literal", scope="batch")(CosineSimilarity(), x, labels)
+    div = AdaptiveThresholds(negative="divergence", scope="batch")(CosineSimilarity(), x, labels)
     n = lit.neg_mask
     # literal: gamma - S^ ; divergence: gamma - (delta - S^)  =>  sum = 2 gamma - delta
     torch.testing.assert_close(lit.thresholds[n] + div.thresholds[n],
                                torch.full_like(lit.thresholds[n], 0.8))
     # the most similar class pair gets the lowest literal threshold
-    sim = PoincareSimilarity()(x)
+    sim = CosineSimilarity()(x)
     inst = instance_ids_from_views(16, 2)
     _, inter = brute_stats(sim, labels, inst)
     a, b = max(inter, key=lambda k: inter[k])
@@ -113,7 +88,8 @@ def test_augmentation_threshold_is_extreme_same_class_similarity(reading):
         for j in range(16):
             if res.aug_mask[i, j]:
                 same = res.pos_mask & (labels[:, None] == labels[i])
-                expected = pick(sim[same]) if same.any() else torch.tensor(0.5)
+                gamma = PoincareSimilarity().from_cosine(0.5)  # gamma in the loss's units
+                expected = pick(sim[same]) if same.any() else gamma
                 assert res.thresholds[i, j].item() == pytest.approx(expected.item())
 
 
@@ -130,10 +106,10 @@ def test_memory_scope_statistics_cover_the_whole_bank():
     dist = PoincareSimilarity()
     thr = AdaptiveThresholds(scope="memory", num_samples=20, delta=0.2)
     # first batch fills indices 0..7 (view 1 is stored); second batch sees indices 10..17
-    thr.set_batch_info(sample_indices=torch.arange(8))
+    thr.set_batch_info(indices=torch.arange(8))
     thr(dist, x, labels)
     x2, _ = ball_batch(seed=1)
-    thr.set_batch_info(sample_indices=torch.arange(10, 18))
+    thr.set_batch_info(indices=torch.arange(10, 18))
     res = thr(dist, x2, labels)
     bank_x, bank_y = torch.cat([x[:8], x2[:8]]), torch.cat([labels[:8], labels[:8]])
     assert torch.equal(thr.bank.embeddings[list(range(8)) + list(range(10, 18))], bank_x)
@@ -144,7 +120,7 @@ def test_memory_scope_statistics_cover_the_whole_bank():
         i = (labels == a).nonzero()[0, 0]
         js = ((labels == a) & res.pos_mask[i]).nonzero()
         if len(js):
-            expected = 0.5 + 0.2 * (intra[k] - intra.min()) / span
+            expected = dist.from_cosine(0.5 + 0.2 * (intra[k] - intra.min()) / span)
             assert res.thresholds[i, js[0, 0]].item() == pytest.approx(expected.item())
 
 
@@ -165,7 +141,7 @@ def test_bad_input_raises_clear_errors():
     with pytest.raises(ValueError, match="num_samples"):
         AdaptiveThresholds(scope="memory")
     thr = AdaptiveThresholds(scope="memory", num_samples=100)
-    with pytest.raises(ValueError, match="sample_indices"):
+    with pytest.raises(ValueError, match="set_batch_info"):
         thr(PoincareSimilarity(), x, labels)
     batch = AdaptiveThresholds(scope="batch")
     with pytest.raises(ValueError, match="views=2"):
@@ -178,81 +154,9 @@ def test_bad_input_raises_clear_errors():
         batch(PoincareDistance(), x, labels)
     with pytest.raises(ValueError, match="negative"):
         AdaptiveThresholds(negative="reverse", scope="batch")
-    thr.set_batch_info(sample_indices=torch.arange(5))
-    with pytest.raises(ValueError, match="sample_indices has 5 entries"):
+    thr.set_batch_info(indices=torch.arange(5))
+    with pytest.raises(ValueError, match="indices has 5 entries"):
         thr(PoincareSimilarity(), x, labels)
-
-
-def ball_points(n, d=5, dtype=torch.float64, generator=None):
-    u = torch.randn(n, d, generator=generator, dtype=dtype)
-    return hyp.project(hyp.exp0(0.8 * torch.nn.functional.normalize(u, dim=1), 1.0), 1.0)
-
-
-def bank_brute_force(emb, labels, filled, sim, classes):
-    """Mean of ``sim`` over the pairs (i != j, both filled, labels a and b), one mask per class
-    pair: (intra, inter) for ``classes``."""
-    s = sim(emb).double()
-    distinct = ~torch.eye(len(labels), dtype=torch.bool) & filled[:, None] & filled[None, :]
-    k = len(classes)
-    intra = torch.full((k,), float("nan"), dtype=torch.float64)
-    inter = torch.full((k, k), float("nan"), dtype=torch.float64)
-    for p, a in enumerate(classes.tolist()):
-        for q, b in enumerate(classes.tolist()):
-            pairs = distinct & (labels == a)[:, None] & (labels == b)[None, :]
-            if pairs.any():
-                inter[p, q] = s[pairs].mean()
-        intra[p] = inter[p, p]
-    return intra, inter
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_incremental_bank_statistics_equal_brute_force_pair_averages(dtype):
-    # random writes (repeated indices in a batch, label changes, new classes, singletons),
-    # synced at irregular intervals, against pair loops over a shadow copy of the bank
-    g = torch.Generator().manual_seed(0)
-    n = 40
-    sim = PoincareSimilarity()
-    bank = EmbeddingMemoryBank(n, track_changes=True)
-    shadow_x = torch.zeros(n, 5, dtype=dtype)
-    shadow_y = torch.full((n,), -1)
-    rebuilt = []
-    for step in range(24):
-        m = int(torch.randint(1, 9, (), generator=g))
-        idx = torch.randint(0, n, (m,), generator=g)
-        idx[-1] = idx[0]  # a repeated index: the last write wins, in both copies
-        lab = torch.randint(0, 6 + step // 4, (m,), generator=g)
-        x = ball_points(m, dtype=dtype, generator=g)
-        bank.update(x, lab, idx)
-        for i, (row, y) in enumerate(zip(idx.tolist(), lab.tolist(), strict=True)):
-            shadow_x[row], shadow_y[row] = x[i], y
-        if step % 3 == 1:
-            continue  # several writes between syncs
-        rebuilt.append(bank._rebuild)
-        bank.sync_statistics(sim)
-        classes = torch.arange(0, 13)  # includes classes with 0 and 1 members
-        intra, inter, counts = bank.pair_statistics(classes)
-        b_intra, b_inter = bank_brute_force(shadow_x, shadow_y, shadow_y >= 0, sim, classes)
-        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {}
-        torch.testing.assert_close(intra, b_intra, equal_nan=True, **tol)
-        torch.testing.assert_close(inter, b_inter, equal_nan=True, **tol)
-        assert counts.tolist() == [int((shadow_y == c).sum()) for c in range(13)]
-        assert torch.isnan(intra[counts < 2]).all()
-    assert rebuilt[0] and not any(rebuilt[1:])  # the exactness above is the incremental path
-
-
-def test_bank_statistics_are_rebuilt_when_the_similarity_changes():
-    g = torch.Generator().manual_seed(1)
-    bank = EmbeddingMemoryBank(30, track_changes=True)
-    bank.update(ball_points(30, generator=g), torch.arange(30) % 4, torch.arange(30))
-    bank.sync_statistics(PoincareSimilarity(c=1.0))
-    bank.update(ball_points(5, generator=g), torch.arange(5) % 4, torch.arange(5))
-    sim = PoincareSimilarity(c=0.5)  # e.g. a learnable curvature moved
-    bank.sync_statistics(sim)
-    classes = torch.arange(4)
-    intra, inter, _ = bank.pair_statistics(classes)
-    ref_intra, ref_inter, _ = class_pair_means(sim(bank.embeddings), bank.labels, classes)
-    torch.testing.assert_close(intra, ref_intra)
-    torch.testing.assert_close(inter, ref_inter)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -269,7 +173,7 @@ def test_incremental_memory_thresholds_equal_the_direct_path(dtype, negative):
         x = ball_points(16, dtype=dtype, generator=g)
         idx = torch.randint(0, 64, (8,), generator=g)
         for thr in (fast, slow):
-            thr.set_batch_info(sample_indices=idx)
+            thr.set_batch_info(indices=idx)
         a, b = fast(sim, x, labels), slow(sim, x, labels)
         assert a.thresholds.dtype == dtype
         tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
@@ -283,7 +187,7 @@ def test_refresh_every_uses_the_statistics_of_the_last_refresh():
     labels = torch.tensor([0, 0, 1, 1, 2, 2]).repeat(2)
     snapshots = []
     for step in range(4):
-        thr.set_batch_info(sample_indices=torch.arange(6) + 6 * step)
+        thr.set_batch_info(indices=torch.arange(6) + 6 * step)
         thr(sim, ball_points(12, generator=g), labels)
         snapshots.append(thr.bank.pair_statistics(torch.arange(3))[1])
     # steps 1 and 2 reuse the refresh of step 0; step 3 refreshes over the 24 written rows
@@ -294,7 +198,7 @@ def test_refresh_every_uses_the_statistics_of_the_last_refresh():
     torch.testing.assert_close(snapshots[3], expected)
     assert not torch.allclose(snapshots[3], snapshots[0])
     # a batch class missing from the cache forces a refresh
-    thr.set_batch_info(sample_indices=torch.arange(30, 36))
+    thr.set_batch_info(indices=torch.arange(30, 36))
     thr(sim, ball_points(12, generator=g), torch.tensor([7, 7, 8, 8, 2, 2]).repeat(2))
     assert thr.bank.statistics_cover(torch.tensor([7, 8]))
 
@@ -310,3 +214,128 @@ def test_memory_statistics_options_are_checked():
     assert AdaptiveThresholds(num_samples=4, bank_samples_per_class=3).memory_statistics == "direct"
     with pytest.raises(ValueError, match="labels must lie in >= 0"):
         EmbeddingMemoryBank(4).update(torch.zeros(2, 3), torch.tensor([0, -1]), torch.arange(2))
+
+
+def sphere_pair(cos: float, c: float, d: int = 6):
+    """Two points of the authors' head (exp0 of unit vectors) whose directions have cosine
+    `cos`."""
+    e1, e2 = torch.eye(d, dtype=torch.float64)[:2]
+    u = torch.stack([e1, cos * e1 + (1 - cos**2) ** 0.5 * e2])
+    return hyp.exp0(u, c)
+
+
+@pytest.mark.parametrize("c", [1.0, 0.3, 0.1, None])
+def test_a_threshold_of_one_half_asks_for_cosine_one_half_at_every_curvature(c):
+    # gamma is in cosine units: on label pairs (delta = 0) T is the similarity of two points
+    # of the authors' head whose cosine is exactly 0.5, whatever the curvature
+    dist = CosineSimilarity() if c is None else PoincareSimilarity(c=c)
+    x, labels = ball_batch()
+    res = AdaptiveThresholds(gamma=0.5, delta=0.0, scope="batch")(dist, x, labels)
+    at_half = dist(sphere_pair(0.5, 1.0 if c is None else c))[0, 1]
+    values = res.thresholds[res.pos_mask | res.neg_mask]
+    torch.testing.assert_close(values, at_half.expand_as(values))
+    # and a pair of cosine 0.6 is above it, one of cosine 0.4 below it
+    above = dist(sphere_pair(0.6, 1.0 if c is None else c))[0, 1]
+    below = dist(sphere_pair(0.4, 1.0 if c is None else c))[0, 1]
+    assert below < at_half < above
+
+
+def test_poincare_thresholds_are_the_cosine_thresholds_mapped_through_c():
+    x, labels = ball_batch()
+    dist = PoincareSimilarity(c=0.3)
+    thr = AdaptiveThresholds(scope="batch", augmentation="min")
+    cos_t = thr(CosineSimilarity(), x, labels)  # the statistics differ, the bands do not
+    hyp_t = thr(dist, x, labels)
+    label_pairs = hyp_t.pos_mask | hyp_t.neg_mask
+    back = dist.to_cosine(hyp_t.thresholds[label_pairs])
+    assert back.min() >= 0.3 - 1e-9 and back.max() <= 0.7 + 1e-9
+    assert cos_t.thresholds[label_pairs].min() >= 0.3 - 1e-9
+
+
+@pytest.mark.parametrize("scope", ["batch", "memory"])
+def test_class_augmentation_threshold_is_the_class_mean_similarity(scope):
+    x, labels = ball_batch()
+    dist = CosineSimilarity()
+    thr = AdaptiveThresholds(scope=scope, num_samples=8 if scope == "memory" else None)
+    thr.set_batch_info(indices=torch.arange(8))
+    res = thr(dist, x, labels)
+    inst = instance_ids_from_views(16, 2)
+    if scope == "batch":
+        same = inst[:, None] == inst[None, :]
+        intra, _, _ = class_pair_means(dist(x), labels, labels.unique(), exclude=same)
+    else:  # the bank holds view 1 of each image
+        intra, _, _ = class_pair_means(dist(x[:8]), labels[:8], labels.unique())
+    for i, j in res.aug_mask.nonzero().tolist():
+        k = int((labels.unique() == labels[i]).nonzero())
+        expected = intra[k] if torch.isfinite(intra[k]) else torch.tensor(0.5, dtype=x.dtype)
+        assert res.thresholds[i, j].item() == pytest.approx(expected.item())
+
+
+def test_consistency_warms_up_over_the_given_epochs_of_training_images():
+    x, labels = ball_batch()
+    thr = AdaptiveThresholds(scope="memory", num_samples=16, consistency_warmup=1.5)
+    seen = []
+    for step in range(4):
+        thr.set_batch_info(indices=torch.arange(8) + 8 * (step % 2))
+        seen.append(thr(CosineSimilarity(), x, labels).consistency_on)
+    assert seen == [False, False, False, True]  # on once 24 = 1.5 x 16 images were seen
+    assert int(thr.images_seen) == 32
+    thr.eval()  # evaluation calls do not count
+    thr.set_batch_info(indices=torch.arange(8))
+    thr(CosineSimilarity(), x, labels)
+    assert int(thr.images_seen) == 32
+    assert AdaptiveThresholds(scope="batch").consistency_warmup == 0
+    assert AdaptiveThresholds(num_samples=10).consistency_warmup == 1
+    with pytest.raises(ValueError, match="consistency_warmup"):
+        AdaptiveThresholds(scope="batch", consistency_warmup=2)
+
+
+def test_consistency_off_leaves_the_views_of_one_image_out_of_every_mask():
+    x, labels = ball_batch()
+    res = AdaptiveThresholds(scope="batch", consistency=False)(CosineSimilarity(), x, labels)
+    inst = instance_ids_from_views(16, 2)
+    same = (inst[:, None] == inst[None, :]) & ~torch.eye(16, dtype=torch.bool)
+    assert not res.aug_mask.any() and not res.consistency_on
+    assert not ((res.pos_mask | res.neg_mask) & same).any()
+
+
+def test_hinge_keeps_only_augmentation_pairs_below_their_threshold():
+    x, labels = ball_batch()
+    dist = CosineSimilarity()
+    res = AdaptiveThresholds(scope="batch")(dist, x, labels)
+    sim = dist(x)
+    active = res.active_augmentation(sim, hinge=True)
+    assert torch.equal(active, res.aug_mask & (sim < res.thresholds))
+    assert torch.equal(res.active_augmentation(sim, hinge=False), res.aug_mask)
+
+
+def test_sample_indices_is_a_deprecated_alias_of_indices():
+    x, labels = ball_batch()
+    a = AdaptiveThresholds(num_samples=8, consistency_warmup=0)
+    b = AdaptiveThresholds(num_samples=8, consistency_warmup=0)
+    a.set_batch_info(indices=torch.arange(8))
+    b.set_batch_info(sample_indices=torch.arange(8))
+    torch.testing.assert_close(a(CosineSimilarity(), x, labels).thresholds,
+                               b(CosineSimilarity(), x, labels).thresholds)
+    with pytest.raises(ValueError, match="not both"):
+        a.set_batch_info(indices=torch.arange(8), sample_indices=torch.arange(8))
+
+
+@pytest.mark.parametrize("scope", ["batch", "memory"])
+def test_nan_embeddings_and_bad_labels_leave_every_state_untouched(scope):
+    x, labels = ball_batch()
+    thr = AdaptiveThresholds(scope=scope, num_samples=8)
+    thr.set_batch_info(indices=torch.arange(8))
+    thr(CosineSimilarity(), x, labels)
+    before = {k: v.clone() for k, v in thr.state_dict().items()}
+    bad = x.clone()
+    bad[3, 0] = float("nan")
+    for emb, lab, match in ((bad, labels, "NaN"), (x, labels - 1, ">= 0"),
+                            (x, labels.double(), "integer")):
+        thr.set_batch_info(indices=torch.arange(8))
+        with pytest.raises((ValueError, TypeError), match=match):
+            thr(CosineSimilarity(), emb, lab)
+        after = thr.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    thr.set_batch_info(indices=torch.arange(8))
+    assert torch.isfinite(thr(CosineSimilarity(), x, labels).thresholds).all()
