@@ -21,7 +21,7 @@ from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss, two
 from noisy_pml.miners import NoiseAwarePairMiner
 from noisy_pml.models import PoincareHead
 from noisy_pml.utils import hyperbolic as hyp
-from noisy_pml.utils.class_divergence import AdaptiveThresholds
+from noisy_pml.utils.ahsml import AdaptiveThresholds
 
 
 def batch(views=2, dtype=torch.float64, seed=0):
@@ -32,7 +32,12 @@ def batch(views=2, dtype=torch.float64, seed=0):
 
 
 def thresholds_for(loss, x, labels, gamma=0.5):
-    return AdaptiveThresholds(gamma, 0.2, "literal", "min", "batch")(loss.distance, x, labels)
+    """Thresholds, similarities, gamma in the loss's units, and the positives (label positives
+    and the augmentation pairs below their threshold: the hinge of the consistency term)."""
+    res = AdaptiveThresholds(gamma, 0.2, "literal", "class", "batch")(loss.distance, x, labels)
+    s = loss.distance(x)
+    g = loss.distance.from_cosine(gamma) if hasattr(loss.distance, "from_cosine") else gamma
+    return res, s, g, res.active_augmentation(s, hinge=True) | res.pos_mask
 
 
 @pytest.mark.parametrize(
@@ -52,16 +57,16 @@ def test_constant_thresholds_without_views_give_the_wrapped_loss(inner):
 
 def test_contrastive_equals_hand_computation():
     x, labels = batch()
-    inner = ContrastiveLoss(pos_margin=0.9, neg_margin=0.1, distance=PoincareSimilarity())
+    inner = ContrastiveLoss(pos_margin=0.9, neg_margin=-0.7, distance=PoincareSimilarity())
     loss = AdaptiveThresholdLoss(inner, scope="batch")
-    res, s = thresholds_for(inner, x, labels), inner.distance(x)
-    pos = res.aug_mask | res.pos_mask  # the views of one image are positives too
-    pos_l = torch.relu(0.9 + res.thresholds[pos] - 0.5 - s[pos])
-    neg_l = torch.relu(s[res.neg_mask] - (0.1 + res.thresholds[res.neg_mask] - 0.5))
+    res, s, g, pos = thresholds_for(inner, x, labels)  # views of one image are positives too
+    assert (res.aug_mask & ~pos).any() and (res.aug_mask & pos).any()
+    pos_l = torch.relu(0.9 + res.thresholds[pos] - g - s[pos])
+    neg_l = torch.relu(s[res.neg_mask] - (-0.7 + res.thresholds[res.neg_mask] - g))
     # AvgNonZeroReducer per sub-loss, then summed
     expected = pos_l[pos_l > 0].mean() + neg_l[neg_l > 0].mean()
     torch.testing.assert_close(loss(x, labels), expected)
-    assert inner.pos_margin == 0.9 and inner.neg_margin == 0.1  # margins restored
+    assert inner.pos_margin == 0.9 and inner.neg_margin == -0.7  # margins restored
     assert isinstance(inner.distance, PoincareSimilarity)
 
 
@@ -69,12 +74,12 @@ def test_triplet_equals_hand_computation():
     x, labels = batch()
     inner = TripletMarginLoss(margin=0.05, distance=PoincareSimilarity())
     loss = AdaptiveThresholdLoss(inner, scope="batch")
-    res, s = thresholds_for(inner, x, labels), inner.distance(x)
+    res, s, _, pos = thresholds_for(inner, x, labels)
     t, vals = res.thresholds, []
     for a in range(len(labels)):
         for p in range(len(labels)):
             for n in range(len(labels)):
-                if a != p and labels[a] == labels[p] and labels[a] != labels[n]:
+                if pos[a, p] and labels[a] != labels[n]:
                     vals.append(torch.relu(s[a, n] - s[a, p] + 0.05 + t[a, p] - t[a, n]))
     vals = torch.stack(vals)
     torch.testing.assert_close(loss(x, labels), vals[vals > 0].mean())
@@ -85,9 +90,8 @@ def test_multi_similarity_equals_hand_computation():
     x, labels = batch()
     inner = MultiSimilarityLoss(alpha=2, beta=10, base=0.4, distance=PoincareSimilarity())
     loss = AdaptiveThresholdLoss(inner, gamma=0.5, scope="batch")
-    res, s = thresholds_for(inner, x, labels), inner.distance(x)
-    b = 0.4 + res.thresholds - 0.5
-    pos = res.aug_mask | res.pos_mask
+    res, s, g, pos = thresholds_for(inner, x, labels)
+    b = 0.4 + res.thresholds - g
     per_anchor = []
     for i in range(len(labels)):
         lp = torch.log1p(torch.exp(-2 * (s[i] - b[i]))[pos[i]].sum()) / 2
@@ -205,5 +209,58 @@ def test_missing_sample_indices_in_a_trainer_raise():
         data_and_label_getter=lambda b: (b[0], b[1], b[2]),
         dataloader_num_workers=0,
     )
-    with pytest.raises(ValueError, match="sample_indices"):
+    with pytest.raises(ValueError, match="set_batch_info"):
         trainer.train(num_epochs=1)
+
+
+def test_consistency_off_drops_the_views_of_one_image_from_the_wrapped_loss():
+    x, labels = batch()
+    inner = ContrastiveLoss(pos_margin=1, neg_margin=0, distance=CosineSimilarity())
+    on = AdaptiveThresholdLoss(inner, scope="batch", consistency_hinge=False)
+    off = AdaptiveThresholdLoss(inner, scope="batch", consistency=False)
+    one_view = AdaptiveThresholdLoss(inner, scope="batch", views=1)
+    # without the views' pairs the label positives are those of distinct images only
+    res, s, g, _ = thresholds_for(inner, x, labels)
+    pos_l = torch.relu(1 + res.thresholds[res.pos_mask] - g - s[res.pos_mask])
+    neg_l = torch.relu(s[res.neg_mask] - (res.thresholds[res.neg_mask] - g))
+    expected = pos_l[pos_l > 0].mean() + neg_l[neg_l > 0].mean()
+    torch.testing.assert_close(off(x, labels), expected)
+    assert on(x, labels) != off(x, labels) != one_view(x, labels)
+    assert off.consistency_active_fraction == 0
+
+
+@pytest.mark.parametrize("inner_cls", [ContrastiveLoss, MultiSimilarityLoss, TripletMarginLoss])
+def test_empty_batch_and_bad_input(inner_cls):
+    loss = AdaptiveThresholdLoss(inner_cls(distance=CosineSimilarity()), num_samples=4)
+    x = torch.zeros(0, 5, requires_grad=True)
+    out = loss(x, torch.zeros(0, dtype=torch.long))
+    assert out.item() == 0 and out.requires_grad
+    xb, labels = batch()
+    bad = xb.clone()
+    bad[1, 1] = float("inf")
+    for emb, lab, match in ((bad, labels, "NaN"), (xb, labels - 1, ">= 0"),
+                            (xb, labels.float(), "integer")):
+        loss.set_batch_info(indices=torch.arange(6) % 4)
+        with pytest.raises((ValueError, TypeError), match=match):
+            loss(emb, lab)
+    assert not loss.thresholds.bank.filled.any()  # nothing reached the memory bank
+
+
+def test_state_dict_after_training_loads_into_a_fresh_wrapper_and_continues_identically():
+    g = torch.Generator().manual_seed(0)
+
+    def make():
+        return AdaptiveThresholdLoss(MultiSimilarityLoss(), num_samples=30,
+                                     consistency_warmup=0.3)
+
+    trained = make()
+    for step in range(3):
+        trained.set_batch_info(indices=torch.randperm(30, generator=g)[:6])
+        trained(batch(seed=step)[0], batch()[1])
+    fresh = make()
+    fresh.load_state_dict(trained.state_dict())
+    x, labels = batch(seed=9)
+    idx = torch.randperm(30, generator=g)[:6]
+    for m in (trained, fresh):
+        m.set_batch_info(indices=idx)
+    torch.testing.assert_close(fresh(x, labels), trained(x, labels))

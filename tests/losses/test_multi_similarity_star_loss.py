@@ -107,8 +107,8 @@ def test_consistency_term_stops_pulling_once_views_agree():
     apart = x.clone().requires_grad_()
     consistency_term(loss, apart, labels).backward()
     assert apart.grad.abs().sum() > 0
-    # second view = first view slightly moved: every augmentation pair is above M_a
-    close = torch.cat([x[:8], x[:8] + 1e-3 * x[8:]]).requires_grad_()
+    # second view = first view moved a little: every augmentation pair is above M_a
+    close = torch.cat([x[:8], x[:8] + 0.3 * x[8:]]).requires_grad_()
     res = loss.thresholds(loss.distance, close.detach(), labels)
     sim = loss.distance(close.detach())
     assert (sim[res.aug_mask] > res.thresholds[res.aug_mask]).all()
@@ -116,8 +116,10 @@ def test_consistency_term_stops_pulling_once_views_agree():
     term.backward()
     assert term.item() == 0 and close.grad.abs().max() < 1e-15  # round-off of the difference
     assert loss.consistency_active_fraction == 0.0
-    # without the hinge the softplus keeps pulling (weakly) views that already agree
-    soft = MultiSimilarityStarLoss(scope="batch", consistency_hinge=False)
+    # the previous design (alpha = 2 as scale, M_a = lowest positive similarity of the batch,
+    # no hinge) keeps pulling views that already agree: the collapse of issue #10
+    soft = MultiSimilarityStarLoss(scope="batch", rho=2, augmentation="min",
+                                   consistency_hinge=False)
     close.grad = None
     consistency_term(soft, close, labels).backward()
     assert close.grad.abs().max() > 1e-6
