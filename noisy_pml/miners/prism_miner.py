@@ -7,7 +7,8 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from ..utils.checks import check_labels, check_positive, check_rate
+from ..utils.ahsml.memory_bank import EmbeddingMemoryBank
+from ..utils.checks import check_finite, check_labels, check_ndim, check_positive, check_rate
 
 __all__ = ["PRISMMiner"]
 
@@ -16,15 +17,17 @@ class PRISMMiner(BaseMiner):
     r"""PRISM (Liu, Wu, Wang, Liu, Wang, "Noise-resistant Deep Metric Learning with Ranking-based
     Instance Selection", CVPR 2021) as a miner: pairs touching a sample judged noisy are dropped.
 
-    A memory bank holds the latest (detached) embedding and label of every training sample,
-    indexed by sample id. Class centres :math:`c_k` are the means of the bank's members of class
-    :math:`k`. The clean score of a batch sample :math:`x_i` with (noisy) label :math:`y_i` is
+    A memory bank (`noisy_pml.utils.ahsml.EmbeddingMemoryBank`, the one AHSML uses) holds the
+    latest (detached) embedding and label of every training sample, indexed by sample id, and
+    keeps per-class sums, so the class centres $c_k$ (the means of the bank's members of class
+    $k$) cost $O(B D)$ per step. The clean score of a batch sample $x_i$ with (noisy) label
+    $y_i$ is
 
-    .. math:: p_i = \frac{\exp(s(x_i, c_{y_i}) / T)}{\sum_k \exp(s(x_i, c_k) / T)}
+    $$ p_i = \frac{\exp(s(x_i, c_{y_i}) / T)}{\sum_k \exp(s(x_i, c_k) / T)} $$
 
     (the softmax over class centres, read at the labelled class). A sample is kept when
-    :math:`p_i \ge \tau`, with :math:`\tau` the :math:`r`-quantile of the bank's stored scores
-    and :math:`r` the noise rate:
+    $p_i \ge \tau$, with $\tau$ the $r$-quantile of the bank's stored scores and $r$ the noise
+    rate:
 
     - ``noise_rate=None`` (default, "adaptive"): :math:`r` is estimated as the fraction of bank
       samples whose labelled centre is not among their ``top_k`` most similar centres;
@@ -39,14 +42,18 @@ class PRISMMiner(BaseMiner):
     PRISM's FIFO queue; it makes per-sample scores available as :attr:`scores`), the adaptive
     rate estimate from top-k ranks, ``temperature=1`` and ``warmup=0.5``.
 
-    Sample indices are required: pass ``indices=`` to :meth:`forward`, or, with PML trainers
-    that call ``miner(embeddings, labels)``, call :meth:`set_batch_indices` from the trainer's
-    ``data_and_label_getter``::
+    Sample indices are required: pass `indices=` to `forward`, or, with PML trainers that call
+    `miner(embeddings, labels)`, call `set_batch_info(indices=idx)` from the trainer's
+    `data_and_label_getter` (`set_batch_indices(idx)` is its deprecated alias):
 
         def getter(batch):
             data, labels, idx = batch  # dataset built with return_index=True
-            miner.set_batch_indices(idx)
+            miner.set_batch_info(indices=idx)
             return data, labels
+
+    Non-finite embeddings, bad labels or indices are rejected before the bank, the scores or
+    the statistics change. A state dict taken after training loads into a freshly constructed
+    miner (the bank takes the checkpoint's width).
 
     Args:
         num_samples: size of the training set (bank rows).
@@ -86,9 +93,9 @@ class PRISMMiner(BaseMiner):
         self.top_k, self.noise_rate, self.temperature = int(top_k), noise_rate, float(temperature)
         self.warmup, self.min_class_size = float(warmup), int(min_class_size)
         self.inner_miner = inner_miner
-        self.register_buffer("bank", torch.zeros(0))
-        self.register_buffer("bank_labels", torch.zeros(self.num_samples, dtype=torch.long))
-        self.register_buffer("filled", torch.zeros(self.num_samples, dtype=torch.bool))
+        self.bank = EmbeddingMemoryBank(
+            self.num_samples, normalize_sums=False  # centres: means of the rows as stored
+        )
         self.register_buffer("scores", torch.full((self.num_samples,), float("nan")))
         self.register_buffer("in_top_k", torch.ones(self.num_samples, dtype=torch.bool))
         self._pending_indices: torch.Tensor | None = None
@@ -103,9 +110,19 @@ class PRISMMiner(BaseMiner):
     def get_default_distance(self) -> CosineSimilarity:
         return CosineSimilarity()
 
+    @property
+    def filled(self) -> torch.Tensor:
+        """Boolean mask of the samples the bank has seen."""
+        return self.bank.filled
+
+    def set_batch_info(self, indices=None, instance_ids=None, confidences=None) -> None:
+        """Dataset indices of the next batch (consumed by the next `forward`); `instance_ids`
+        and `confidences` are accepted for the library-wide convention and not used."""
+        self._pending_indices = None if indices is None else torch.as_tensor(indices)
+
     def set_batch_indices(self, indices: torch.Tensor) -> None:
-        """Give the sample ids of the next batch (consumed by the next :meth:`forward`)."""
-        self._pending_indices = torch.as_tensor(indices)
+        """Deprecated alias of `set_batch_info(indices=...)`."""
+        self.set_batch_info(indices=indices)
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None, indices=None):
         if indices is None:
@@ -113,25 +130,26 @@ class PRISMMiner(BaseMiner):
         if indices is None:
             raise ValueError(
                 "PRISMMiner needs the dataset indices of the batch samples: call "
-                "miner(embeddings, labels, indices=idx), or miner.set_batch_indices(idx) before "
-                "a PML trainer calls the miner (e.g. from data_and_label_getter with a dataset "
-                "built with return_index=True)"
+                "miner(embeddings, labels, indices=idx), or miner.set_batch_info(indices=idx) "
+                "before a PML trainer calls the miner (e.g. from data_and_label_getter with a "
+                "dataset built with return_index=True)"
             )
         if ref_emb is not None and ref_emb is not embeddings:
             raise ValueError("PRISMMiner mines within the batch; ref_emb is not supported")
-        indices = torch.as_tensor(indices, device=embeddings.device).long()
+        # everything is checked before the bank, scores or statistics change
+        check_ndim("embeddings", embeddings, 2)
+        check_finite("embeddings", embeddings)
+        indices = torch.as_tensor(indices, device=embeddings.device)
         check_labels("labels", labels, self.num_classes, length=len(embeddings))
         check_labels("indices", indices, self.num_samples, length=len(embeddings))
-        self._indices = indices
+        self.bank.check_batch(embeddings, labels, indices)
+        self._indices = indices.long()
         return super().forward(embeddings, labels)
 
     def _centres(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        d = self.bank.shape[1]
-        bank, lab = self.bank[self.filled].to(dtype), self.bank_labels[self.filled]
-        sums = torch.zeros(self.num_classes, d, dtype=dtype, device=bank.device)
-        sums.index_add_(0, lab, bank)
-        counts = torch.bincount(lab, minlength=self.num_classes)
-        return sums / counts.clamp_min(1).unsqueeze(1).to(dtype), counts
+        sums, counts = self.bank.class_sums_of(torch.arange(self.num_classes))
+        sums, counts = sums.to(self.bank.embeddings.device), counts.to(self.bank.embeddings.device)
+        return (sums / counts.clamp_min(1).unsqueeze(1)).to(dtype), counts.long()
 
     def _clean_scores(self, emb: torch.Tensor, labels: torch.Tensor, centres: torch.Tensor):
         """Clean probability p_i and whether y_i's centre ranks in the top-k, per sample."""
@@ -149,10 +167,6 @@ class PRISMMiner(BaseMiner):
         emb = embeddings.detach()
         if self.distance.normalize_embeddings:
             emb = self.distance.normalize(emb)
-        if self.bank.numel() == 0:
-            self.bank = torch.zeros(
-                self.num_samples, emb.shape[1], dtype=emb.dtype, device=emb.device
-            )
         keep = torch.ones(len(emb), dtype=torch.bool, device=emb.device)
         if self.filled.any():
             centres, counts = self._centres(emb.dtype)
@@ -169,9 +183,7 @@ class PRISMMiner(BaseMiner):
                 self.threshold = float(torch.quantile(self.scores[seen].float(), rate))
                 keep = (p >= self.threshold) | ~trusted
         self.kept_fraction = keep.float().mean().item()
-        self.bank[idx] = emb.to(self.bank.dtype)
-        self.bank_labels[idx] = labels
-        self.filled[idx] = True
+        self.bank.update(emb, labels, idx)
         if self.inner_miner is not None:
             a1, p_, a2, n = self.inner_miner(embeddings, labels)
         else:

@@ -26,7 +26,7 @@ def _pairs(t):
 def test_needs_sample_indices():
     miner = PRISMMiner(num_samples=10, num_classes=2)
     x, y = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
-    with pytest.raises(ValueError, match="set_batch_indices"):
+    with pytest.raises(ValueError, match="set_batch_info"):
         miner(x, y)
 
 
@@ -63,10 +63,14 @@ def test_known_noise_rate_sets_the_kept_fraction():
     assert miner.kept_fraction == pytest.approx(0.7, abs=1 / len(x))
 
 
-def test_set_batch_indices_route_for_pml_trainers():
+@pytest.mark.parametrize("route", ["set_batch_info", "set_batch_indices"])
+def test_set_batch_info_route_for_pml_trainers(route):
     x, y = _clusters()
     miner = PRISMMiner(num_samples=len(x), num_classes=3)
-    miner.set_batch_indices(torch.arange(len(x)))
+    if route == "set_batch_info":
+        miner.set_batch_info(indices=torch.arange(len(x)))
+    else:  # deprecated alias
+        miner.set_batch_indices(torch.arange(len(x)))
     miner(x, y)  # what a PML trainer calls
     assert miner.filled.all()
     with pytest.raises(ValueError, match="indices"):
@@ -103,3 +107,53 @@ def test_out_of_range_indices_are_rejected():
     miner = PRISMMiner(num_samples=4, num_classes=2)
     with pytest.raises(ValueError, match="indices"):
         miner(torch.randn(2, 3), torch.tensor([0, 1]), indices=torch.tensor([0, 7]))
+
+
+def test_one_nan_batch_is_rejected_and_leaves_the_miner_untouched():
+    # issue #13 item 2: a NaN batch used to be stored, and every later call failed in quantile
+    torch.manual_seed(0)
+    m = PRISMMiner(num_samples=16, num_classes=5, warmup=0.0)
+    lab = torch.arange(16) % 5
+    m(torch.randn(16, 4), lab, indices=torch.arange(16))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    stats = (m.kept_fraction, m.threshold, m.estimated_noise_rate)
+    nan_emb = torch.full((16, 4), float("nan"))
+    with pytest.raises(ValueError, match="embeddings contains 64 NaN"):
+        m(nan_emb, lab, indices=torch.arange(16))
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k != "scores")
+    assert torch.equal(before["scores"].isnan(), after["scores"].isnan())
+    assert (m.kept_fraction, m.threshold, m.estimated_noise_rate) == stats
+    a1, p, a2, n = m(torch.randn(16, 4), lab, indices=torch.arange(16))  # later calls work
+    assert 0 <= m.threshold <= 1 and len(a2) > 0
+
+
+def test_a_fresh_miner_on_a_nan_batch_keeps_an_empty_bank():
+    m = PRISMMiner(num_samples=16, num_classes=5, warmup=0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        m(torch.full((16, 4), float("nan")), torch.arange(16) % 5, indices=torch.arange(16))
+    assert not m.filled.any()
+
+
+@pytest.mark.parametrize("labels, error", [(torch.tensor([0, -1]), ValueError),
+                                           (torch.tensor([0.0, 1.0]), TypeError)])
+def test_negative_or_float_labels_are_rejected(labels, error):
+    with pytest.raises(error, match="labels"):
+        PRISMMiner(num_samples=4, num_classes=2)(torch.randn(2, 3), labels,
+                                                 indices=torch.tensor([0, 1]))
+
+
+def test_state_dict_after_training_loads_into_a_fresh_miner_and_continues_identically():
+    x, y = _clusters(spread=1.0)
+    idx = torch.arange(len(x))
+    trained = PRISMMiner(num_samples=len(x), num_classes=3, warmup=0.0)
+    trained(x, y, indices=idx)
+    trained(x + 0.1, y, indices=idx)
+    fresh = PRISMMiner(num_samples=len(x), num_classes=3, warmup=0.0)
+    fresh.load_state_dict(trained.state_dict())
+    x2 = x + 0.3 * torch.randn_like(x)
+    for a, b in zip(trained(x2, y, indices=idx), fresh(x2, y, indices=idx), strict=True):
+        assert torch.equal(a, b)
+    assert trained.threshold == fresh.threshold
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(fresh.state_dict()[k], v, equal_nan=True)
