@@ -20,7 +20,7 @@ from ..utils.ahsml import (
     collapse_statistics,
     from_cosine_units,
 )
-from ..utils.checks import check_finite, check_labels, check_ndim
+from ..utils.checks import check_finite, check_labels, check_ndim, check_positive
 
 SUPPORTED = (ContrastiveLoss, TripletMarginLoss, MultiSimilarityLoss)
 
@@ -65,7 +65,8 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
 
     Raises:
         TypeError: an unsupported wrapped loss.
-        ValueError: a wrapped loss whose distance is not a similarity.
+        ValueError: a wrapped loss whose distance is not a similarity, or a wrapped
+            `MultiSimilarityLoss` with `alpha <= 0` or `beta <= 0`.
     """
 
     def __init__(
@@ -97,6 +98,9 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
                 "the wrapped loss's distance must be a similarity (thresholds are similarities), "
                 f"got {type(loss.distance).__name__}; use CosineSimilarity or PoincareSimilarity"
             )
+        if isinstance(loss, MultiSimilarityLoss):
+            for name in ("alpha", "beta"):
+                check_positive(f"the wrapped MultiSimilarityLoss's {name}", getattr(loss, name))
         super().__init__(distance=loss.distance)
         self.loss = loss
         self.consistency_hinge = bool(consistency_hinge)

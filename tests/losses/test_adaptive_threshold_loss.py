@@ -121,6 +121,9 @@ def test_rejects_unsupported_losses_and_distances():
         AdaptiveThresholdLoss(ContrastiveLoss(distance=LpDistance()), scope="batch")
     with pytest.raises(ValueError, match="similarity"):
         AdaptiveThresholdLoss(TripletMarginLoss(distance=PoincareDistance()), scope="batch")
+    for kw in ({"alpha": 0}, {"beta": -1}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be finite and > 0"):
+            AdaptiveThresholdLoss(MultiSimilarityLoss(**kw), scope="batch")
 
 
 # ---- end to end in PML's trainers and tester ------------------------------------------------
