@@ -134,7 +134,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         if len(embeddings) == 0:
             return inner(embeddings, labels)  # PML's zero loss (with a gradient)
         mat = inner.distance(embeddings)  # computed once, shared with the wrapped loss
-        res = self.thresholds(inner.distance, embeddings, labels, sim=mat)
+        res = self.thresholds(inner.distance, embeddings, labels, sim=mat, validated=True)
         t = res.thresholds
         active = res.active_augmentation(mat, self.consistency_hinge)
         idle = res.aug_mask & ~active | _same_instance_excluded(res)  # pairs left out

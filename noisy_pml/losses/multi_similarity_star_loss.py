@@ -144,7 +144,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         if len(embeddings) == 0:
             return self.zero_losses()
         mat = self.distance(embeddings)
-        res = self.thresholds(self.distance, embeddings, labels, sim=mat)
+        res = self.thresholds(self.distance, embeddings, labels, sim=mat, validated=True)
         aug = res.active_augmentation(mat, self.consistency_hinge)
         pos, neg = res.pos_mask, res.neg_mask
         for name, value in collapse_statistics(embeddings, mat, res, aug).items():

@@ -149,6 +149,9 @@ class EmbeddingMemoryBank(torch.nn.Module):
         check_finite("embeddings", embeddings)
         check_labels("indices", indices, num_classes=self.num_samples, length=len(embeddings))
         check_labels("labels", labels, length=len(embeddings))
+        self._check_width(embeddings)
+
+    def _check_width(self, embeddings: torch.Tensor) -> None:
         if self.embeddings.dim() == 2 and len(embeddings) and (
             embeddings.shape[1] != self.embeddings.shape[1]
         ):
@@ -167,14 +170,25 @@ class EmbeddingMemoryBank(torch.nn.Module):
         self._invalidate()
 
     @torch.no_grad()
-    def update(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
+    def update(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices: torch.Tensor,
+        validated: bool = False,
+    ):
         """Write a batch (the last row wins for a repeated index) and update the class sums.
 
         Everything is validated before the bank changes (see `check_batch`), so a bad
-        batch (e.g. NaN embeddings) leaves the bank as it was.
+        batch (e.g. NaN embeddings) leaves the bank as it was. `validated=True`: the caller has
+        checked the embeddings (finite, 2-D) and labels already; indices are still checked.
         """
         indices = torch.as_tensor(indices, device=embeddings.device)
-        self.check_batch(embeddings, labels, indices)
+        if validated:
+            check_labels("indices", indices, num_classes=self.num_samples, length=len(embeddings))
+            self._check_width(embeddings)
+        else:
+            self.check_batch(embeddings, labels, indices)
         if len(embeddings) == 0:
             return
         n, device, dtype = self.num_samples, embeddings.device, embeddings.dtype

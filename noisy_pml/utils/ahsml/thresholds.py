@@ -114,7 +114,8 @@ def collapse_statistics(
     augmentation pairs the consistency term pulls (`active`, 0 during the warm-up)."""
 
     def masked_mean(mask):
-        return float(sim[mask].mean()) if mask.any() else float("nan")
+        count = int(mask.sum())
+        return float(torch.where(mask, sim, 0).sum()) / count if count else float("nan")
 
     u = torch.nn.functional.normalize(embeddings.detach(), dim=1)
     n_aug = int(res.aug_mask.sum())
@@ -321,8 +322,9 @@ class AdaptiveThresholds(torch.nn.Module):
         idx = pending.get("indices")
         if idx is not None:
             idx = torch.as_tensor(idx, device=device)
-            check_labels("indices", idx.flatten(), num_classes=self.num_samples)
-            idx = idx.long().flatten()
+            idx = idx.flatten()
+            check_labels("indices", idx, num_classes=self.num_samples)
+            idx = idx.long()
             if len(idx) == len(inst_unique):
                 idx = idx[inst]
             elif len(idx) != n:
@@ -346,7 +348,7 @@ class AdaptiveThresholds(torch.nn.Module):
         same = instance_ids[:, None] == instance_ids[None, :]
         ordinal = torch.tril(same, diagonal=-1).sum(1)
         keep = ordinal == self.bank_view
-        self.bank.update(embeddings[keep], labels[keep], sample_indices[keep])
+        self.bank.update(embeddings[keep], labels[keep], sample_indices[keep], validated=True)
         if isinstance(distance, CosineSimilarity):
             sums, n = self.bank.class_sums_of(classes)
             intra, inter, _ = cosine_statistics_from_sums(sums, n)
@@ -368,6 +370,7 @@ class AdaptiveThresholds(torch.nn.Module):
         embeddings: torch.Tensor,
         labels: torch.Tensor,
         sim: torch.Tensor | None = None,
+        validated: bool = False,
     ) -> ThresholdResult:
         """Threshold matrix for one batch.
 
@@ -376,6 +379,8 @@ class AdaptiveThresholds(torch.nn.Module):
             embeddings: N x D, finite.
             labels: N non-negative integer class ids.
             sim: optionally `distance(embeddings)` when the caller has it already.
+            validated: the caller has already checked `embeddings` (2-D, finite) and `labels`
+                (skips the repeated checks; the losses of this package do).
 
         Raises:
             ValueError, TypeError: a distance that is not a similarity, non-finite embeddings,
@@ -387,9 +392,10 @@ class AdaptiveThresholds(torch.nn.Module):
                 f"similarity (is_inverted=True), got {type(distance).__name__}; use "
                 "CosineSimilarity or noisy_pml.distances.PoincareSimilarity (hyperbolic)"
             )
-        check_ndim("embeddings", embeddings, 2)
-        check_finite("embeddings", embeddings)
-        check_labels("labels", labels, length=len(embeddings))
+        if not validated:
+            check_ndim("embeddings", embeddings, 2)
+            check_finite("embeddings", embeddings)
+            check_labels("labels", labels, length=len(embeddings))
         if self.scope == "memory" and self._pending.get("indices") is None:
             raise ValueError(
                 "scope='memory' needs the dataset index of every sample: call "
