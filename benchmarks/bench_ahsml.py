@@ -49,18 +49,25 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+CLOCK = {"cpu": time.thread_time, "wall": time.perf_counter}
+LOSS_CLOCK = ["cpu"]  # set from --clock in main()
+
+
 def paired_times(fn_a, fn_b, repeats: int, block: int = 1):
     """Interleaved timings of two functions, each sample a block of ``block`` consecutive calls:
     medians of the per-call time of each and the median per-pair ratio b/a (robust to load
-    drift on a shared machine)."""
+    drift on a shared machine). The clock is the calling thread's CPU time by default (with one
+    torch thread every op runs on it, and time spent waiting for a core on a loaded machine is
+    not counted), or wall time with ``--clock wall``."""
+    clock = CLOCK[LOSS_CLOCK[0]]
     fn_a(), fn_b()
     ta, tb = [], []
     for _ in range(repeats):
         for fn, out in ((fn_a, ta), (fn_b, tb)):
-            t = time.perf_counter()
+            t = clock()
             for _ in range(block):
                 fn()
-            out.append((time.perf_counter() - t) / block)
+            out.append((clock() - t) / block)
     ratio = statistics.median(b / a for a, b in zip(ta, tb, strict=True))
     return statistics.median(ta), statistics.median(tb), ratio
 
@@ -191,11 +198,17 @@ def main():
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: stable timings on a shared machine)")
     parser.add_argument("--out", default=Path(__file__).parent / "results" / "ahsml_speed.md")
+    parser.add_argument("--clock", choices=sorted(CLOCK), default="cpu",
+                        help="loss-step clock: thread CPU time (default; robust to the load of "
+                        "a shared machine with --threads 1) or wall time")
     parser.add_argument("--losses-only", action="store_true",
                         help="re-run only the loss steps; keep the distance table of --out")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and args.threads != 1:
+        raise SystemExit("--clock cpu measures one thread: use --threads 1 or --clock wall")
+    LOSS_CLOCK[0] = args.clock
     sizes = [(256, 128), (512, 512)] if args.quick else [
         (b, d) for b in (256, 512, 1024) for d in (128, 512)
     ]
@@ -210,7 +223,7 @@ def main():
         dist_rows = []
     else:
         dist_rows = bench_distance(sizes, repeats=5 if args.quick else 20)
-    loss_rows = bench_losses(repeats=5 if args.quick else 15)
+    loss_rows = bench_losses(repeats=5 if args.quick else 25)
     lines = kept if kept is not None else [
         "# AHSML speed (CPU, float32)",
         "",
@@ -243,7 +256,10 @@ def main():
         "blocks of k steps, one refresh each); `direct` compares all bank members of the "
         "batch's classes at each step.",
         "",
-        "Ratio = median over interleaved (plain, AHSML) pairs of repeats.",
+        f"Clock: {'thread CPU time' if args.clock == 'cpu' else 'wall time'} "
+        f"(`--clock {args.clock}`), {torch.get_num_threads()} torch thread(s). Ratio = median "
+        "over interleaved (plain, AHSML) pairs of repeats. Command: "
+        "`PYTHONPATH=. python benchmarks/bench_ahsml.py --losses-only`.",
         "",
         "| loss | plain PML loss (ms) | AHSML (ms) | ratio |",
         "|---|---:|---:|---:|",

@@ -115,9 +115,20 @@ class PRISMMiner(BaseMiner):
         """Boolean mask of the samples the bank has seen."""
         return self.bank.filled
 
-    def set_batch_info(self, indices=None, instance_ids=None, confidences=None) -> None:
+    def set_batch_info(
+        self, indices=None, instance_ids=None, confidences=None, sample_indices=None
+    ) -> None:
         """Dataset indices of the next batch (consumed by the next `forward`); `instance_ids`
-        and `confidences` are accepted for the library-wide convention and not used."""
+        and `confidences` are accepted for the library-wide convention and not used;
+        `sample_indices` is a deprecated alias of `indices`.
+
+        Raises:
+            ValueError: both `indices` and `sample_indices` given.
+        """
+        if sample_indices is not None:
+            if indices is not None:
+                raise ValueError("pass indices= (sample_indices= is its deprecated alias), not both")
+            indices = sample_indices
         self._pending_indices = None if indices is None else torch.as_tensor(indices)
 
     def set_batch_indices(self, indices: torch.Tensor) -> None:

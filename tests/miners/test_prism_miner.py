@@ -63,12 +63,14 @@ def test_known_noise_rate_sets_the_kept_fraction():
     assert miner.kept_fraction == pytest.approx(0.7, abs=1 / len(x))
 
 
-@pytest.mark.parametrize("route", ["set_batch_info", "set_batch_indices"])
+@pytest.mark.parametrize("route", ["set_batch_info", "sample_indices", "set_batch_indices"])
 def test_set_batch_info_route_for_pml_trainers(route):
     x, y = _clusters()
     miner = PRISMMiner(num_samples=len(x), num_classes=3)
     if route == "set_batch_info":
         miner.set_batch_info(indices=torch.arange(len(x)))
+    elif route == "sample_indices":  # deprecated keyword, as two_view_batch_getter passes it
+        miner.set_batch_info(sample_indices=torch.arange(len(x)))
     else:  # deprecated alias
         miner.set_batch_indices(torch.arange(len(x)))
     miner(x, y)  # what a PML trainer calls
