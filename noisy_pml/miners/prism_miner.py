@@ -127,7 +127,9 @@ class PRISMMiner(BaseMiner):
         """
         if sample_indices is not None:
             if indices is not None:
-                raise ValueError("pass indices= (sample_indices= is its deprecated alias), not both")
+                raise ValueError(
+                    "pass indices= (sample_indices= is its deprecated alias), not both"
+                )
             indices = sample_indices
         self._pending_indices = None if indices is None else torch.as_tensor(indices)
 
