@@ -62,6 +62,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
             consistency_warmup: see `AdaptiveThresholds` (ignored when `thresholds` is given).
         thresholds: a ready `AdaptiveThresholds` module.
         consistency_hinge: (R) keep only augmentation pairs below $M_a$ (default True).
+        collect_stats: register the collapse signals as PML recordable stats (PML's default).
 
     Raises:
         TypeError: an unsupported wrapped loss.
@@ -87,6 +88,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         consistency: bool = True,
         consistency_warmup: float | None = None,
         consistency_hinge: bool = True,
+        collect_stats: bool | None = None,
     ):
         if not isinstance(loss, SUPPORTED):
             raise TypeError(
@@ -101,7 +103,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         if isinstance(loss, MultiSimilarityLoss):
             for name in ("alpha", "beta"):
                 check_positive(f"the wrapped MultiSimilarityLoss's {name}", getattr(loss, name))
-        super().__init__(distance=loss.distance)
+        super().__init__(distance=loss.distance, collect_stats=collect_stats)
         self.loss = loss
         self.consistency_hinge = bool(consistency_hinge)
         self.thresholds = thresholds or AdaptiveThresholds(

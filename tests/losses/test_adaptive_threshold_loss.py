@@ -267,3 +267,14 @@ def test_state_dict_after_training_loads_into_a_fresh_wrapper_and_continues_iden
     for m in (trained, fresh):
         m.set_batch_info(indices=idx)
     torch.testing.assert_close(fresh(x, labels), trained(x, labels))
+
+
+def test_collapse_statistics_are_recordable():
+    x, labels = batch()
+    loss = AdaptiveThresholdLoss(ContrastiveLoss(distance=CosineSimilarity()), scope="batch",
+                                 collect_stats=True)
+    loss(x, labels)
+    assert "mean_negative_similarity" in loss._record_these_stats
+    sim = CosineSimilarity()(x)
+    neg = labels[:, None] != labels[None, :]
+    assert loss.mean_negative_similarity == pytest.approx(sim[neg].mean().item())
