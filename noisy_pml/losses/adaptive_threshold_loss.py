@@ -57,9 +57,10 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
 
     Args:
         loss: a `ContrastiveLoss`, `TripletMarginLoss` or `MultiSimilarityLoss` instance.
-        gamma, delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class, memory_statistics, refresh_every, consistency,
-            consistency_warmup: see `AdaptiveThresholds` (ignored when `thresholds` is given).
+        gamma, delta, negative, augmentation, scope, num_samples: see `AdaptiveThresholds`.
+        views, bank_view, bank_samples_per_class, memory_statistics: see `AdaptiveThresholds`.
+        refresh_every, consistency, consistency_warmup: see `AdaptiveThresholds` (all
+            these are ignored when `thresholds` is given).
         thresholds: a ready `AdaptiveThresholds` module.
         consistency_hinge: (R) keep only augmentation pairs below $M_a$ (default True).
         collect_stats: register the collapse signals as PML recordable stats (PML's default).

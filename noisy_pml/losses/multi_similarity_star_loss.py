@@ -54,9 +54,10 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         alpha: positive scale $\alpha$ (2, PML's MS default).
         beta: negative scale $\beta$ (50, PML's MS default).
         base: the base threshold $\gamma$ in cosine units (0.5, the paper's and MS's value).
-        delta, negative, augmentation, scope, num_samples, views, bank_view,
-            bank_samples_per_class, memory_statistics, refresh_every, consistency,
-            consistency_warmup: see `AdaptiveThresholds` (ignored when `thresholds` is given).
+        delta, negative, augmentation, scope, num_samples: see `AdaptiveThresholds`.
+        views, bank_view, bank_samples_per_class, memory_statistics: see `AdaptiveThresholds`.
+        refresh_every, consistency, consistency_warmup: see `AdaptiveThresholds` (all
+            these are ignored when `thresholds` is given).
         mining_epsilon: (R) MS hard-pair mining on label pairs, in cosine units: keep a negative
             if $s_{in} > \min_{P_i} s - \epsilon$, a positive if
             $s_{ip} < \max_{N_i} s + \epsilon$; `None` (default) disables it.
