@@ -59,8 +59,8 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         loss: a `ContrastiveLoss`, `TripletMarginLoss` or `MultiSimilarityLoss` instance.
         gamma, delta, negative, augmentation, scope, num_samples: see `AdaptiveThresholds`.
         views, bank_view, bank_samples_per_class, memory_statistics: see `AdaptiveThresholds`.
-        refresh_every, consistency, consistency_warmup: see `AdaptiveThresholds` (all
-            these are ignored when `thresholds` is given).
+        refresh_every, consistency, consistency_warmup, normalization: see
+            `AdaptiveThresholds` (all these are ignored when `thresholds` is given).
         thresholds: a ready `AdaptiveThresholds` module.
         consistency_hinge: (R) keep only augmentation pairs below $M_a$ (default True).
         collect_stats: register the collapse signals as PML recordable stats (PML's default).
@@ -88,6 +88,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         refresh_every: int = 1,
         consistency: bool = True,
         consistency_warmup: float | None = None,
+        normalization: str = "batch",
         consistency_hinge: bool = True,
         collect_stats: bool | None = None,
     ):
@@ -112,7 +113,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
             num_samples=num_samples, views=views, bank_view=bank_view,
             bank_samples_per_class=bank_samples_per_class, memory_statistics=memory_statistics,
             refresh_every=refresh_every, consistency=consistency,
-            consistency_warmup=consistency_warmup,
+            consistency_warmup=consistency_warmup, normalization=normalization,
         )
         self.add_to_recordable_attributes(list_of_names=list(COLLAPSE_STATISTICS), is_stat=True)
         for name in COLLAPSE_STATISTICS:

@@ -56,8 +56,8 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         base: the base threshold $\gamma$ in cosine units (0.5, the paper's and MS's value).
         delta, negative, augmentation, scope, num_samples: see `AdaptiveThresholds`.
         views, bank_view, bank_samples_per_class, memory_statistics: see `AdaptiveThresholds`.
-        refresh_every, consistency, consistency_warmup: see `AdaptiveThresholds` (all
-            these are ignored when `thresholds` is given).
+        refresh_every, consistency, consistency_warmup, normalization: see
+            `AdaptiveThresholds` (all these are ignored when `thresholds` is given).
         mining_epsilon: (R) MS hard-pair mining on label pairs, in cosine units: keep a negative
             if $s_{in} > \min_{P_i} s - \epsilon$, a positive if
             $s_{ip} < \max_{N_i} s + \epsilon$; `None` (default) disables it.
@@ -99,6 +99,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         rho: float = 20,
         consistency: bool = True,
         consistency_warmup: float | None = None,
+        normalization: str = "batch",
         consistency_hinge: bool = True,
         **kwargs,
     ):
@@ -119,7 +120,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
             num_samples=num_samples, views=views, bank_view=bank_view,
             bank_samples_per_class=bank_samples_per_class, memory_statistics=memory_statistics,
             refresh_every=refresh_every, consistency=consistency,
-            consistency_warmup=consistency_warmup,
+            consistency_warmup=consistency_warmup, normalization=normalization,
         )
         self.add_to_recordable_attributes(
             list_of_names=["alpha", "beta", "base", "rho"], is_stat=False

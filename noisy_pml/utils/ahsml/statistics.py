@@ -117,12 +117,19 @@ def cosine_class_means(emb: torch.Tensor, labels: torch.Tensor, classes: torch.T
     return cosine_statistics_from_sums(onehot.T @ x, onehot.sum(0))
 
 
-def minmax_to_range(x: torch.Tensor, delta: float) -> torch.Tensor:
+def minmax_to_range(
+    x: torch.Tensor, delta: float, reference: torch.Tensor | None = None
+) -> torch.Tensor:
     r"""Map the finite entries of `x` linearly onto $[0, \delta]$ (min-max); NaN entries and a
-    degenerate range (max == min) map to 0."""
-    finite = torch.isfinite(x)
-    if not finite.any():
+    degenerate range (max == min) map to 0. With `reference`, the range is that of the finite
+    entries of `reference` (e.g. every class of a memory bank rather than the batch's), and the
+    result is clamped to $[0, \delta]$."""
+    ref = x if reference is None else reference
+    finite, ref_finite = torch.isfinite(x), torch.isfinite(ref)
+    if not finite.any() or not ref_finite.any():
         return torch.zeros_like(x)
-    lo, hi = x[finite].min(), x[finite].max()
+    lo, hi = ref[ref_finite].min(), ref[ref_finite].max()
     scaled = delta * (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+    if reference is not None:
+        scaled = scaled.clamp(0, delta)
     return torch.where(finite, scaled, torch.zeros_like(x))

@@ -55,6 +55,7 @@ __all__ = [
 NEGATIVE_READINGS = ("literal", "divergence")
 AUGMENTATION_READINGS = ("class", "min", "max")
 SCOPES = ("memory", "batch")
+NORMALIZATIONS = ("batch", "bank")
 MEMORY_STATISTICS = ("incremental", "direct")
 
 
@@ -169,6 +170,11 @@ class AdaptiveThresholds(torch.nn.Module):
         consistency: include the augmentation pairs $A$ at all (`False`: the views of one image
             are neither augmentation pairs nor label positives; the "consistency off"
             ablation).
+        normalization: (R) the classes over which the min-max of $S$ is taken: `"batch"` (the
+            batch's classes, the summary's reading; it stretches whatever spread a batch's
+            classes have onto the whole $[0, \delta]$) or `"bank"` (every class in the memory
+            bank, so $\hat S$ of a class pair does not depend on which classes share its
+            batch; memory scope, cosine or `"incremental"` statistics). Not yet measured.
         consistency_warmup: (R) epochs (training images seen / `num_samples`) before the
             consistency term switches on, so class statistics and embeddings settle first.
             `None` (default): 1 epoch when `num_samples` is known, else 0. Counted in training
@@ -193,6 +199,7 @@ class AdaptiveThresholds(torch.nn.Module):
         refresh_every: int = 1,
         consistency: bool = True,
         consistency_warmup: float | None = None,
+        normalization: str = "batch",
     ):
         super().__init__()
         if bank_samples_per_class is not None and bank_samples_per_class < 2:
@@ -221,6 +228,7 @@ class AdaptiveThresholds(torch.nn.Module):
             ("negative", negative, NEGATIVE_READINGS),
             ("augmentation", augmentation, AUGMENTATION_READINGS),
             ("scope", scope, SCOPES),
+            ("normalization", normalization, NORMALIZATIONS),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -228,6 +236,10 @@ class AdaptiveThresholds(torch.nn.Module):
             isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1
         ):
             raise ValueError(f"num_samples must be None or an integer >= 1, got {num_samples!r}")
+        if normalization == "bank" and scope != "memory":
+            raise ValueError(
+                f"normalization='bank' needs scope='memory' (a memory bank), got scope={scope!r}"
+            )
         if scope == "memory" and num_samples is None:
             raise ValueError(
                 "scope='memory' needs num_samples (the training-set size) for the memory bank; "
@@ -250,6 +262,7 @@ class AdaptiveThresholds(torch.nn.Module):
             )
         self.gamma, self.delta = float(gamma), float(delta)
         self.negative, self.augmentation, self.scope = negative, augmentation, scope
+        self.normalization = normalization
         self.num_samples = None if num_samples is None else int(num_samples)
         self.views, self.bank_view = int(views), int(bank_view)
         self.bank_samples_per_class = bank_samples_per_class
@@ -338,19 +351,29 @@ class AdaptiveThresholds(torch.nn.Module):
     def class_statistics(
         self, distance, embeddings, labels, classes, instance_ids, sample_indices, sim
     ):
-        """`(S_aa, S_ab)` for `classes` from the configured scope, in the units of `distance`
-        (`sim`: the batch's similarity matrix)."""
+        """`(S_aa, S_ab, reference)` for `classes` from the configured scope, in the units of
+        `distance` (`sim`: the batch's similarity matrix); `reference` is `None` or, with
+        `normalization="bank"`, `(S_aa, S_ab)` of every class in the bank (for the min-max)."""
         if self.scope == "batch":
             same = instance_ids[:, None] == instance_ids[None, :]
             intra, inter, _ = class_pair_means(sim, labels, classes, exclude=same)
-            return intra, inter
+            return intra, inter, None
+        cosine = isinstance(distance, CosineSimilarity)
+        if self.normalization == "bank" and not cosine and self.memory_statistics == "direct":
+            raise ValueError(
+                "normalization='bank' with a non-cosine similarity needs "
+                "memory_statistics='incremental' (statistics of every bank class)"
+            )
         # the bank stores one row per image: its bank_view-th row (view order within the batch)
         same = instance_ids[:, None] == instance_ids[None, :]
         ordinal = torch.tril(same, diagonal=-1).sum(1)
         keep = ordinal == self.bank_view
         self.bank.update(embeddings[keep], labels[keep], sample_indices[keep], validated=True)
-        if isinstance(distance, CosineSimilarity):
-            sums, n = self.bank.class_sums_of(classes)
+        wanted = classes
+        if self.normalization == "bank":
+            wanted = torch.unique(torch.cat([classes, self.bank.labels[self.bank.filled]]))
+        if cosine:
+            sums, n = self.bank.class_sums_of(wanted)
             intra, inter, _ = cosine_statistics_from_sums(sums, n)
         elif self.memory_statistics == "direct":
             emb, lab = self.bank.members(classes, self.bank_samples_per_class)
@@ -360,8 +383,13 @@ class AdaptiveThresholds(torch.nn.Module):
             self.memory_calls += 1
             if due or not self.bank.statistics_cover(classes):
                 self.bank.sync_statistics(distance)
-            intra, inter, _ = self.bank.pair_statistics(classes)
-        return intra.to(sim.dtype), inter.to(sim.dtype)
+            intra, inter, _ = self.bank.pair_statistics(wanted)
+        intra, inter = intra.to(sim.dtype), inter.to(sim.dtype)
+        if self.normalization == "batch":
+            return intra, inter, None
+        at = torch.searchsorted(wanted, classes)
+        off = ~torch.eye(len(wanted), dtype=torch.bool, device=inter.device)
+        return intra[at], inter[at[:, None], at[None, :]], (intra, inter[off])
 
     @torch.no_grad()
     def forward(
@@ -408,19 +436,20 @@ class AdaptiveThresholds(torch.nn.Module):
         sim = distance(emb) if sim is None else sim.detach()
         consistency_on = self.consistency_on
         # the memory bank validates its write before it changes; the counter moves after it
-        intra, inter = self.class_statistics(distance, emb, labels, classes, inst, idx, sim)
+        intra, inter, ref = self.class_statistics(distance, emb, labels, classes, inst, idx, sim)
+        ref_intra, ref_inter = (None, None) if ref is None else ref
         if self.training and len(inst):
             self.images_seen += int(inst.max()) + 1
         a_mask, p_mask, n_mask = pair_masks(labels, inst)
         if not self.consistency:  # the views of one image are then in no mask at all
             a_mask = torch.zeros_like(a_mask)
         # M_p(a) = gamma + S^_aa (cosine units)
-        m_p = self.gamma + minmax_to_range(intra, self.delta)
+        m_p = self.gamma + minmax_to_range(intra, self.delta, ref_intra)
         # M_n(a, b) = gamma - S^_ab (literal) or gamma - (delta - S^_ab) (divergence)
         off = ~torch.eye(len(classes), dtype=torch.bool, device=emb.device)
         s_ab = torch.zeros_like(inter)
         if off.any():
-            s_ab[off] = minmax_to_range(inter[off], self.delta)
+            s_ab[off] = minmax_to_range(inter[off], self.delta, ref_inter)
         if self.negative == "divergence":
             s_ab = torch.where(off, self.delta - s_ab, s_ab)
         m_n = self.gamma - s_ab

@@ -339,3 +339,53 @@ def test_nan_embeddings_and_bad_labels_leave_every_state_untouched(scope):
         assert all(torch.equal(before[k], after[k]) for k in before)
     thr.set_batch_info(indices=torch.arange(8))
     assert torch.isfinite(thr(CosineSimilarity(), x, labels).thresholds).all()
+
+
+def test_bank_normalization_does_not_depend_on_the_batch_company():
+    # pair (0, 1) in two batches with different other classes: with normalization="bank" its
+    # negative threshold is the same; with "batch" the min-max over the batch's pairs moves it
+    g = torch.Generator().manual_seed(7)
+    bank_x = torch.randn(40, 5, generator=g, dtype=torch.float64)
+    bank_y = torch.arange(40) % 5
+    out = {}
+    for norm in ("bank", "batch"):
+        thr = AdaptiveThresholds(num_samples=40, normalization=norm, consistency=False)
+        thr.bank.update(bank_x, bank_y, torch.arange(40))
+        values = []
+        for others in ((2, 3), (3, 4)):
+            rows = torch.cat([torch.tensor([0, 5, 1, 6]), torch.tensor([others[0], others[1]])])
+            x, y = bank_x[rows].repeat(2, 1), bank_y[rows].repeat(2)
+            thr.set_batch_info(indices=rows)
+            res = thr(CosineSimilarity(), x, y)
+            values.append(res.thresholds[0, 2].item())  # a class-0 row against a class-1 row
+        out[norm] = values
+    assert out["bank"][0] == pytest.approx(out["bank"][1])
+    assert out["batch"][0] != pytest.approx(out["batch"][1])
+    # and the bank value is the literal threshold with the min-max over every bank class pair
+    _, inter, _ = class_pair_means(CosineSimilarity()(bank_x), bank_y, torch.arange(5))
+    off = ~torch.eye(5, dtype=torch.bool)
+    lo, hi = inter[off].min(), inter[off].max()
+    assert out["bank"][0] == pytest.approx((0.5 - 0.2 * (inter[0, 1] - lo) / (hi - lo)).item())
+    with pytest.raises(ValueError, match="normalization='bank' needs scope='memory'"):
+        AdaptiveThresholds(scope="batch", normalization="bank")
+
+
+def test_bank_normalization_with_poincare_uses_every_bank_class_pair():
+    g = torch.Generator().manual_seed(8)
+    dist = PoincareSimilarity()
+    bank_x, bank_y = ball_points(40, generator=g), torch.arange(40) % 5
+    thr = AdaptiveThresholds(num_samples=40, normalization="bank", consistency=False)
+    thr.bank.update(bank_x, bank_y, torch.arange(40))
+    rows = torch.tensor([0, 5, 1, 6])
+    thr.set_batch_info(indices=rows)
+    res = thr(dist, bank_x[rows].repeat(2, 1), bank_y[rows].repeat(2))
+    _, inter, _ = class_pair_means(dist(bank_x), bank_y, torch.arange(5))
+    off = ~torch.eye(5, dtype=torch.bool)
+    lo, hi = inter[off].min(), inter[off].max()
+    expected = dist.from_cosine(0.5 - 0.2 * (inter[0, 1] - lo) / (hi - lo))
+    assert res.thresholds[0, 2].item() == pytest.approx(expected.item())
+    direct = AdaptiveThresholds(num_samples=40, normalization="bank", memory_statistics="direct")
+    direct.set_batch_info(indices=rows)
+    with pytest.raises(ValueError, match="memory_statistics='incremental'"):
+        direct(dist, bank_x[rows].repeat(2, 1), bank_y[rows].repeat(2))
+    assert not direct.bank.filled.any()  # refused before the bank changed
