@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..utils.checks import check_labels, check_ndim, check_positive, check_rate
+from ..utils.checks import check_finite, check_labels, check_ndim, check_positive, check_rate
 
 
 class ConfidenceModule(torch.nn.Module):
@@ -40,12 +40,21 @@ class ConfidenceModule(torch.nn.Module):
             )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) of the per-class confidences."""
+        """Logits (B, num_classes) of the per-class confidences.
+
+        Raises:
+            TypeError: ``features`` not a floating tensor.
+            ValueError: ``features`` not (B, in_features), or holding NaN/inf values.
+        """
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            got = features.dtype if isinstance(features, torch.Tensor) else type(features).__name__
+            raise TypeError(f"features must be a floating-point tensor, got {got}")
         check_ndim("features", features, 2)
         if features.shape[1] != self.in_features:
             raise ValueError(
                 f"features must have {self.in_features} columns, got shape {tuple(features.shape)}"
             )
+        check_finite("features", features)
         return self.net(features)
 
     @torch.no_grad()
@@ -68,6 +77,7 @@ class ConfidenceBCELoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_ndim("logits", logits, 2)
+        check_finite("logits", logits)
         check_labels("labels", labels, self.num_classes, length=len(logits))
         target = F.one_hot(labels.to(logits.device), self.num_classes).to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, target)
