@@ -51,3 +51,15 @@ def test_bad_input_raises():
         ConfidenceBCELoss(3)(torch.randn(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="dropout"):
         ConfidenceModule(6, 4, dropout=1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_rejected(bad):
+    x = torch.randn(4, 6)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="features contains 1 NaN or infinite"):
+        ConfidenceModule(6, 3)(x)
+    with pytest.raises(ValueError, match="features contains"):
+        ConfidenceModule(6, 3).confidences(x)
+    with pytest.raises(TypeError, match="floating-point"):
+        ConfidenceModule(6, 3)(torch.ones(4, 6, dtype=torch.long))
