@@ -175,6 +175,8 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             self._confidences = None
 
     def cast_types(self, dtype: torch.dtype, device: torch.device) -> None:
+        if not dtype.is_floating_point:
+            raise TypeError(f"embeddings must be a floating-point tensor, got dtype {dtype}")
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -333,6 +335,8 @@ def _needs_shift(bounded: bool, a: float, b: float, B: int, dtype: torch.dtype) 
     (z < log(tiny)) is negligible next to the "+1" when e^(b + z) < eps, i.e. when
     b - log(eps) < -log(tiny). Both hold for cosine similarity, alpha = 32 in float32/64.
     """
+    if B == 0:  # an empty batch: nothing to sum, no shift (and no amax over zero rows)
+        return False
     if not bounded:
         return True
     fi = torch.finfo(dtype)

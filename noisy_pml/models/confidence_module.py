@@ -76,8 +76,23 @@ class ConfidenceBCELoss(torch.nn.Module):
         self.num_classes = int(num_classes)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean BCE; an empty batch gives 0 (as PML's losses), not the NaN of an empty mean.
+
+        Raises:
+            TypeError: non-floating logits or non-integer labels.
+            ValueError: logits not (B, num_classes) or non-finite; labels out of range.
+        """
+        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+            got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TypeError(f"logits must be a floating-point tensor, got {got}")
         check_ndim("logits", logits, 2)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have {self.num_classes} columns, got shape {tuple(logits.shape)}"
+            )
         check_finite("logits", logits)
         check_labels("labels", labels, self.num_classes, length=len(logits))
+        if len(logits) == 0:
+            return logits.sum() * 0
         target = F.one_hot(labels.to(logits.device), self.num_classes).to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, target)

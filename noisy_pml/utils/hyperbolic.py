@@ -41,6 +41,8 @@ def curvature(c, like: torch.Tensor | None = None) -> torch.Tensor:
     """
     if hasattr(c, "isp_c") and hasattr(c, "c"):  # geoopt.PoincareBall
         c = c.c
+    if isinstance(c, (bool, str)) or not isinstance(c, (int, float, torch.Tensor)):
+        raise TypeError(f"c (curvature) must be a number, a tensor or a PoincareBall, got {c!r}")
     t = torch.as_tensor(c)
     if t.numel() != 1:
         raise ValueError(f"c (curvature) must be a scalar, got shape {tuple(t.shape)}")

@@ -63,3 +63,14 @@ def test_non_finite_features_are_rejected(bad):
         ConfidenceModule(6, 3).confidences(x)
     with pytest.raises(TypeError, match="floating-point"):
         ConfidenceModule(6, 3)(torch.ones(4, 6, dtype=torch.long))
+
+
+def test_bce_loss_of_an_empty_batch_is_zero_not_nan():
+    logits = torch.zeros(0, 3, requires_grad=True)
+    loss = ConfidenceBCELoss(3)(logits, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    with pytest.raises(TypeError, match="floating-point"):
+        ConfidenceBCELoss(3)(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="3 columns"):
+        ConfidenceBCELoss(3)(torch.zeros(2, 4), torch.tensor([0, 1]))
