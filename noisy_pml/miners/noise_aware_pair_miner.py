@@ -10,6 +10,7 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from ..utils.checks import (
     check_finite,
     check_finite_number,
+    check_float_tensor,
     check_labels,
     check_positive_int,
     check_probabilities,
@@ -99,12 +100,18 @@ class NoiseAwarePairMiner(BaseMiner):
         pending, self._pending = self._pending, {}
         self_mode = ref_emb is embeddings
         # judged before any mining: NaN similarities would silently mark (or spare) suspects
+        check_float_tensor("embeddings", embeddings)
         check_finite("embeddings", embeddings)
         check_labels("labels", labels, length=len(embeddings))
         if not self_mode:
+            check_float_tensor("ref_emb", ref_emb)
             check_finite("ref_emb", ref_emb)
             check_labels("ref_labels", ref_labels, length=len(ref_emb))
         n = len(embeddings)
+        if n == 0 or len(ref_emb) == 0:  # nothing to mine (PML's miners return empty tuples)
+            empty = torch.zeros(0, dtype=torch.long, device=embeddings.device)
+            self.num_dropped = 0
+            return empty, empty, empty, empty
         if self_mode:
             x, y = embeddings, labels
             inst = pending.get("instance_ids")

@@ -19,6 +19,14 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite values")
 
 
+def check_float_tensor(name: str, tensor) -> None:
+    """Raise ``TypeError`` unless ``tensor`` is a floating-point ``torch.Tensor``."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
 def check_ndim(name: str, tensor: torch.Tensor, ndim: int) -> None:
     """Raise if ``tensor`` does not have exactly ``ndim`` dimensions."""
     if tensor.dim() != ndim:
