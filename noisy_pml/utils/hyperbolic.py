@@ -23,6 +23,7 @@ which equals :math:`\tfrac{1}{\sqrt{c}}\operatorname{arccosh}(1 + 2A_{xy})` (geo
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -41,7 +42,7 @@ def curvature(c, like: torch.Tensor | None = None) -> torch.Tensor:
     """
     if hasattr(c, "isp_c") and hasattr(c, "c"):  # geoopt.PoincareBall
         c = c.c
-    if isinstance(c, (bool, str)) or not isinstance(c, (int, float, torch.Tensor)):
+    if isinstance(c, bool) or not isinstance(c, (numbers.Real, torch.Tensor)):
         raise TypeError(f"c (curvature) must be a number, a tensor or a PoincareBall, got {c!r}")
     t = torch.as_tensor(c)
     if t.numel() != 1:

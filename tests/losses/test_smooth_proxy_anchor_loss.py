@@ -334,3 +334,17 @@ def test_poincare_distances_keep_the_proxies_inside_the_ball_and_train(name):
     assert losses[-1] < losses[0]
     assert (0.5 * loss_fn.proxy_points().pow(2).sum(1) < 1).all()
     assert loss_fn.get_logits(head(feats)).shape == (B, C)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "poincare"])
+def test_empty_batch_gives_zero_like_pml_and_integer_embeddings_are_refused(distance):
+    from noisy_pml.distances import PoincareSimilarity
+
+    kwargs = {"distance": PoincareSimilarity()} if distance == "poincare" else {}
+    ours = SmoothProxyAnchorLoss(C, D, **kwargs)
+    emb = torch.zeros(0, D, requires_grad=True)
+    loss = ours(emb, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    with pytest.raises(TypeError, match="floating-point"):
+        ours(torch.ones(B, D, dtype=torch.long), torch.randint(0, C, (B,)))
