@@ -24,11 +24,12 @@ class PoincareDistance(BaseDistance):
     N x M x D broadcast; self-distance matrices have an exact zero diagonal.
 
     The matmul expansion $\|x-y\|^2 = \|x\|^2 + \|y\|^2 - 2x\cdot y$ cancels for close points
-    (in float32, pairs 1e-4 apart had relative errors up to 0.2). With ``precise=True`` (default)
-    the near pairs are recomputed as direct differences: relative error below 1e-3 in float32
-    for pairs >= 1e-4 apart, identical points give exactly 0 even as separate tensors (e.g. the
-    diagonal of PML's ``BatchedDistance`` chunks). The cost is measured in
-    ``benchmarks/results/poincare_precision.md``; ``precise=False`` keeps the bare matmul.
+    (in float32, pairs 1e-4 apart had relative errors above 1 near the boundary). With
+    ``precise=True`` (default) the near pairs are recomputed as direct differences: relative
+    error below 1e-3 in float32 for pairs >= 1e-4 apart, and identical points at exactly 0 even
+    as separate tensors (e.g. the diagonal of PML's ``BatchedDistance`` chunks). The cost is
+    measured in ``benchmarks/results/poincare_precision.md``; ``precise=False`` keeps the bare
+    matmul.
 
     Args:
         c: curvature > 0, or a ``geoopt.PoincareBall`` (e.g. ``PoincareBall(1.0, learnable=True)``

@@ -251,8 +251,9 @@ def pairwise_sinh2(
     r"""Matrix :math:`A_{ij} = \sinh^2(\sqrt{c}\,d_c(x_i, y_j)/2)` with O(N M) memory.
 
     :math:`\|x_i - y_j\|^2 = \|x_i\|^2 + \|y_j\|^2 - 2 x_i \cdot y_j` takes one matmul (no
-    N x M x D broadcast). That expansion cancels for close points (float32: relative error
-    ~0.2 at 1e-4 apart, 6e-3 between identical points); with ``precise`` (default) the near
+    N x M x D broadcast). That expansion cancels for close points (float32, points within 0.99
+    of the radius: relative errors above 1 at 1e-4 apart, distances up to 0.03 between identical
+    points); with ``precise`` (default) the near
     pairs, :math:`\|x_i - y_j\|^2 \le` ``NEAR_SHARE`` :math:`(\|x_i\|^2 + \|y_j\|^2)`, are
     recomputed as the direct difference (identical points give exactly 0, in float32 the
     relative error stays below 1e-3 for pairs 1e-4 apart; cost measured in
