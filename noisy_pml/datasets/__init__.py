@@ -1,6 +1,12 @@
 """Datasets with seeded label noise on the train split (CUB, Cars196, Digits), two-view wrapper."""
 
-from .base import DatasetNotFoundError, NoisyLabelDataset, PMLImageDataset
+from .base import (
+    CorruptImageError,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    NoisyLabelDataset,
+    PMLImageDataset,
+)
 from .cars196 import Cars196
 from .cub import CUB
 from .digits import Digits
@@ -12,6 +18,8 @@ __all__ = [
     "Cars196",
     "Digits",
     "TwoViewDataset",
+    "CorruptImageError",
+    "DatasetCorruptError",
     "DatasetNotFoundError",
     "NoisyLabelDataset",
     "PMLImageDataset",

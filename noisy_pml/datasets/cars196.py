@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
-from .base import PMLImageDataset
+from .base import (
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    PMLImageDataset,
+    read_index_file,
+    truncation_hint,
+)
 
 
 class Cars196(PMLImageDataset):
@@ -19,6 +25,13 @@ class Cars196(PMLImageDataset):
 
     Args: as :class:`~noisy_pml.datasets.CUB`, with ``root`` the folder holding ``names.csv``
     (e.g. ``$NOISY_PML_DATA/cars196``).
+
+    Raises:
+        DatasetNotFoundError: ``root`` lacks the layout, or listed images are missing (a
+            corrupted class id puts an image in the wrong class folder, which is caught here).
+        DatasetCorruptError: ``names.csv`` without 196 names, or an ``anno_*.csv`` line that
+            does not parse (6 comma-separated fields, the last an integer class id), a class id
+            outside 1..196, or a file listed twice.
     """
 
     _pml_name = "Cars196"
@@ -35,3 +48,45 @@ class Cars196(PMLImageDataset):
         "(names.csv, anno_train.csv, anno_test.csv, car_data/car_data/<split>/<class>/<file>); "
         "set root to the folder containing names.csv"
     )
+
+    def _validate_label_files(self) -> None:
+        names_csv = os.path.join(self.root, "names.csv")
+        with open(names_csv, encoding="utf-8") as f:
+            names = [x.strip() for x in f.read().splitlines()]
+        while names and not names[-1]:
+            names.pop()
+        if len(names) != 196 or not all(names):
+            raise DatasetCorruptError(
+                f"{names_csv} must list 196 class names, one per line; found {len(names)} lines"
+                f"{' (some empty)' if not all(names) else ''}{truncation_hint(names_csv)}"
+            )
+        for split in ("train", "test"):
+            path = os.path.join(self.root, f"anno_{split}.csv")
+            rows = read_index_file(path, 6, int_fields=(5,), sep=",")
+            seen: dict[str, int] = {}
+            missing = []
+            for line, fields in rows:
+                file, cls = fields[0], fields[5]
+                if not 1 <= cls <= len(names):
+                    raise DatasetCorruptError(
+                        f"{path}, line {line}: class id {cls} outside 1..{len(names)}"
+                        f"{truncation_hint(path)}"
+                    )
+                if file in seen:
+                    raise DatasetCorruptError(
+                        f"{path}, line {line}: {file} is already listed on line {seen[file]}; "
+                        "every image must be labelled once"
+                    )
+                seen[file] = line
+                # every split's images, not only the requested one: a corrupted class id moves an
+                # image to another split, where it would silently be missing
+                rel = os.path.join(split, names[cls - 1].replace("/", "-"), file)
+                if not os.path.isfile(os.path.join(self.root, "car_data", "car_data", rel)):
+                    missing.append(f"{rel} (line {line}, class {cls})")
+            if missing:
+                more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+                raise DatasetNotFoundError(
+                    f"{path}: {len(missing)} listed image(s) not on disk: "
+                    f"{', '.join(missing[:5])}{more}. A wrong class id on a line points to the "
+                    f"wrong class folder{truncation_hint(path)}. {self._layout_hint}"
+                )

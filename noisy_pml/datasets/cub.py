@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-from .base import PMLImageDataset
+from .base import DatasetCorruptError, PMLImageDataset, read_index_file, truncation_hint
+
+NUM_IMAGES_OFFICIAL = 11788
+NUM_CLASSES_TOTAL = 200
 
 
 class CUB(PMLImageDataset):
@@ -23,6 +26,14 @@ class CUB(PMLImageDataset):
         return_index: also return the sample index (for memory banks and per-sample weights).
         download: let PML download and extract the official archive into an empty ``root``.
         noise_features: optional (N, D) features for small-cluster noise's k-means clusters.
+        verify: decode every image once on load and name the unreadable files (:meth:`verify`).
+
+    Raises:
+        DatasetNotFoundError: ``root`` lacks the layout, or listed images are missing.
+        DatasetCorruptError: ``images.txt`` / ``image_class_labels.txt`` malformed: a line
+            that does not parse, different row counts or image ids, an image id listed twice, a
+            class id outside 1..200, or a class id that contradicts the image's class folder
+            (``NNN.Name/``), as a truncated last line does.
     """
 
     _pml_name = "CUB"
@@ -39,3 +50,39 @@ class CUB(PMLImageDataset):
         "image_class_labels.txt, images/<class>/<file>); set root to the folder containing "
         "CUB_200_2011"
     )
+
+    def _validate_label_files(self) -> None:
+        base = os.path.join(self.root, "CUB_200_2011")
+        images_txt = os.path.join(base, "images.txt")
+        labels_txt = os.path.join(base, "image_class_labels.txt")
+        images = read_index_file(images_txt, 2, int_fields=(0,))
+        labels = read_index_file(labels_txt, 2, int_fields=(0, 1))
+        if len(images) != len(labels):
+            raise DatasetCorruptError(
+                f"{labels_txt} has {len(labels)} rows but {images_txt} has {len(images)}: every "
+                f"image must be labelled exactly once{truncation_hint(labels_txt)}"
+            )
+        seen: set[int] = set()
+        for (line, (img_id, rel)), (_, (lab_id, cls)) in zip(images, labels, strict=True):
+            if img_id in seen:
+                raise DatasetCorruptError(f"{images_txt}, line {line}: image id {img_id} repeated")
+            seen.add(img_id)
+            if lab_id != img_id:  # PML pairs the files line by line and drops mismatches
+                raise DatasetCorruptError(
+                    f"{labels_txt}, line {line}: image id {lab_id}, but line {line} of "
+                    f"{images_txt} is image {img_id}; both files must list the images in the "
+                    "same order, each once"
+                )
+            if not 1 <= cls <= NUM_CLASSES_TOTAL:
+                raise DatasetCorruptError(
+                    f"{labels_txt}, line {line}: class id {cls} outside 1..{NUM_CLASSES_TOTAL} "
+                    f"(the image would silently belong to no split){truncation_hint(labels_txt)}"
+                )
+            folder = rel.split("/", 1)[0]
+            prefix = folder.split(".", 1)[0]
+            if "." in folder and prefix.isdigit() and int(prefix) != cls:
+                raise DatasetCorruptError(
+                    f"{labels_txt}, line {line}: image {img_id} ({rel}) is labelled class {cls} "
+                    f"but lies in the folder of class {int(prefix)}"
+                    f"{truncation_hint(labels_txt) if line == labels[-1][0] else ''}"
+                )

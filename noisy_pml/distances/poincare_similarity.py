@@ -49,7 +49,7 @@ class PoincareSimilarity(PoincareDistance):
         return True
 
     def compute_mat(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
-        a, _ = hyp.pairwise_sinh2(query_emb, ref_emb, self.curvature)
+        a, _ = hyp.pairwise_sinh2(query_emb, ref_emb, self.curvature, precise=self.precise)
         return hyp.similarity_from_sinh2(a)
 
     def pairwise_distance(self, query_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:

@@ -6,16 +6,38 @@ import math
 from collections.abc import Callable
 
 import torch
-from pytorch_metric_learning.distances import CosineSimilarity, DotProductSimilarity
+from pytorch_metric_learning.distances import CosineSimilarity, DotProductSimilarity, LpDistance
 from pytorch_metric_learning.losses import BaseMetricLossFunction
 from pytorch_metric_learning.losses.mixins import WeightRegularizerMixin
 from pytorch_metric_learning.reducers import DivisorReducer
 from pytorch_metric_learning.utils import common_functions as c_f
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from ..utils.checks import check_finite, check_labels, check_positive, check_probabilities
+from ..distances import PoincareDistance
+from ..utils import hyperbolic as hyp
+from ..utils.checks import (
+    check_finite,
+    check_finite_number,
+    check_labels,
+    check_positive,
+    check_positive_int,
+    check_probabilities,
+    check_rate,
+)
 
 POSITIVE_SETS = ("confidence", "labels")
+# distances the loss supports; PoincareDistance covers PoincareSimilarity (a subclass)
+SUPPORTED_DISTANCES = (DotProductSimilarity, LpDistance, PoincareDistance)
+
+
+def _check_distance(distance) -> None:
+    """Refuse distances the loss was not built for, naming the supported ones."""
+    if not isinstance(distance, SUPPORTED_DISTANCES):
+        raise ValueError(
+            f"SmoothProxyAnchorLoss does not support distance={type(distance).__name__}; "
+            "supported: CosineSimilarity, DotProductSimilarity, LpDistance (pytorch-metric-"
+            "learning) and PoincareDistance, PoincareSimilarity (noisy_pml.distances)"
+        )
 
 
 class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
@@ -85,10 +107,31 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         super().__init__(**kwargs)
         if positive_set not in POSITIVE_SETS:
             raise ValueError(f"positive_set must be one of {POSITIVE_SETS}, got {positive_set!r}")
-        check_positive("num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("embedding_size", embedding_size)
+        check_finite_number("margin", margin)
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0 (the delta of Proxy-Anchor), got {margin}")
         check_positive("alpha", alpha)
-        if not smoothing_sharpness > 0:
-            raise ValueError(f"smoothing_sharpness must be > 0, got {smoothing_sharpness}")
+        check_finite_number("smoothing_position", smoothing_position)
+        check_rate("smoothing_position", smoothing_position, allow_one=True)
+        if isinstance(smoothing_sharpness, bool) or not isinstance(
+            smoothing_sharpness, (int, float)
+        ):
+            raise TypeError(
+                f"smoothing_sharpness must be a number, got {type(smoothing_sharpness).__name__}"
+            )
+        if not smoothing_sharpness > 0:  # NaN fails this too; inf is the hard step
+            raise ValueError(f"smoothing_sharpness must be > 0 (or inf), got {smoothing_sharpness}")
+        if positive_threshold is not None:
+            check_finite_number("positive_threshold", positive_threshold)
+            check_rate("positive_threshold", positive_threshold, allow_one=True)
+        if confidence_source is not None and not callable(confidence_source):
+            raise TypeError(
+                f"confidence_source must be a callable or None, got "
+                f"{type(confidence_source).__name__}"
+            )
+        _check_distance(self.distance)
         self.proxies = torch.nn.Parameter(torch.Tensor(num_classes, embedding_size))
         self.weight_init_func(self.proxies)
         self.num_classes = int(num_classes)
@@ -132,6 +175,8 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             self._confidences = None
 
     def cast_types(self, dtype: torch.dtype, device: torch.device) -> None:
+        if not dtype.is_floating_point:
+            raise TypeError(f"embeddings must be a floating-point tensor, got dtype {dtype}")
         self.proxies.data = c_f.to_device(self.proxies.data, device=device, dtype=dtype)
 
     def compute_loss(self, embeddings, labels, indices_tuple, ref_emb, ref_labels):
@@ -230,7 +275,17 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             if d.normalize_embeddings:
                 return d.normalize(embeddings), d.normalize(self.proxies), True
             return embeddings, self.proxies, False
-        return self.distance(embeddings, self.proxies), None, False
+        return self.distance(embeddings, self.proxy_points()), None, False
+
+    def proxy_points(self) -> torch.Tensor:
+        r"""The proxies the distance sees: ``proxies`` itself, or with a Poincare distance
+        $\mathrm{project}(\exp_0(v_p))$, inside the ball (differentiable in $v_p$ and in a
+        learnable curvature)."""
+        if not isinstance(self.distance, PoincareDistance):
+            return self.proxies
+        k = hyp.curvature(self.distance.curvature, self.proxies)
+        eps = hyp.BALL_EPS.get(self.proxies.dtype, 4e-3)
+        return hyp._project(hyp._exp0(self.proxies, k.sqrt()), k, eps)
 
     def _record_stats(self, c, labels, pos_rows, num_pos_proxies, pos_cols):
         self.num_pos_proxies = num_pos_proxies
@@ -258,7 +313,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         return ["pos_loss", "neg_loss"]
 
     def get_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.distance(embeddings, self.proxies)
+        return self.distance(embeddings, self.proxy_points())
 
 
 def _affine(f: Callable[[float], float]) -> tuple[float, float]:
@@ -280,6 +335,8 @@ def _needs_shift(bounded: bool, a: float, b: float, B: int, dtype: torch.dtype) 
     (z < log(tiny)) is negligible next to the "+1" when e^(b + z) < eps, i.e. when
     b - log(eps) < -log(tiny). Both hold for cosine similarity, alpha = 32 in float32/64.
     """
+    if B == 0:  # an empty batch: nothing to sum, no shift (and no amax over zero rows)
+        return False
     if not bounded:
         return True
     fi = torch.finfo(dtype)

@@ -7,7 +7,15 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
-from ..utils.checks import check_probabilities, check_rate
+from ..utils.checks import (
+    check_finite,
+    check_finite_number,
+    check_float_tensor,
+    check_labels,
+    check_positive_int,
+    check_probabilities,
+    check_rate,
+)
 from ..utils.class_divergence import instance_ids_from_views
 
 CRITERIA = ("class_stats", "confidence")
@@ -39,6 +47,11 @@ class NoiseAwarePairMiner(BaseMiner):
         views: stacked views ``[view_1; ...; view_V]`` when no instance ids are given.
         distance: default ``CosineSimilarity()``; pass the loss's distance (e.g.
             ``PoincareSimilarity``) to judge in the loss's geometry.
+
+    Raises:
+        ValueError: (at call time) embeddings with NaN/inf values, or negative labels;
+            (constructor) a non-finite margin or an out-of-range rate.
+        TypeError: (at call time) labels that are not integer class ids (e.g. floats).
     """
 
     def __init__(
@@ -57,6 +70,9 @@ class NoiseAwarePairMiner(BaseMiner):
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
         check_rate("max_drop_fraction", max_drop_fraction, allow_one=True)
         check_rate("confidence_threshold", confidence_threshold, allow_one=True)
+        check_finite_number("margin", margin)
+        check_positive_int("views", views)
+        check_positive_int("min_class_size", min_class_size)
         if min_class_size < 2:
             raise ValueError(f"min_class_size must be >= 2, got {min_class_size}")
         self.criterion, self.margin = criterion, float(margin)
@@ -83,7 +99,19 @@ class NoiseAwarePairMiner(BaseMiner):
     def mine(self, embeddings, labels, ref_emb, ref_labels):
         pending, self._pending = self._pending, {}
         self_mode = ref_emb is embeddings
+        # judged before any mining: NaN similarities would silently mark (or spare) suspects
+        check_float_tensor("embeddings", embeddings)
+        check_finite("embeddings", embeddings)
+        check_labels("labels", labels, length=len(embeddings))
+        if not self_mode:
+            check_float_tensor("ref_emb", ref_emb)
+            check_finite("ref_emb", ref_emb)
+            check_labels("ref_labels", ref_labels, length=len(ref_emb))
         n = len(embeddings)
+        if n == 0 or len(ref_emb) == 0:  # nothing to mine (PML's miners return empty tuples)
+            empty = torch.zeros(0, dtype=torch.long, device=embeddings.device)
+            self.num_dropped = 0
+            return empty, empty, empty, empty
         if self_mode:
             x, y = embeddings, labels
             inst = pending.get("instance_ids")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..utils.checks import check_labels, check_ndim, check_positive, check_rate
+from ..utils.checks import check_finite, check_labels, check_ndim, check_positive, check_rate
 
 
 class ConfidenceModule(torch.nn.Module):
@@ -40,12 +40,21 @@ class ConfidenceModule(torch.nn.Module):
             )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) of the per-class confidences."""
+        """Logits (B, num_classes) of the per-class confidences.
+
+        Raises:
+            TypeError: ``features`` not a floating tensor.
+            ValueError: ``features`` not (B, in_features), or holding NaN/inf values.
+        """
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            got = features.dtype if isinstance(features, torch.Tensor) else type(features).__name__
+            raise TypeError(f"features must be a floating-point tensor, got {got}")
         check_ndim("features", features, 2)
         if features.shape[1] != self.in_features:
             raise ValueError(
                 f"features must have {self.in_features} columns, got shape {tuple(features.shape)}"
             )
+        check_finite("features", features)
         return self.net(features)
 
     @torch.no_grad()
@@ -67,7 +76,23 @@ class ConfidenceBCELoss(torch.nn.Module):
         self.num_classes = int(num_classes)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean BCE; an empty batch gives 0 (as PML's losses), not the NaN of an empty mean.
+
+        Raises:
+            TypeError: non-floating logits or non-integer labels.
+            ValueError: logits not (B, num_classes) or non-finite; labels out of range.
+        """
+        if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+            got = logits.dtype if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise TypeError(f"logits must be a floating-point tensor, got {got}")
         check_ndim("logits", logits, 2)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must have {self.num_classes} columns, got shape {tuple(logits.shape)}"
+            )
+        check_finite("logits", logits)
         check_labels("labels", labels, self.num_classes, length=len(logits))
+        if len(logits) == 0:
+            return logits.sum() * 0
         target = F.one_hot(labels.to(logits.device), self.num_classes).to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, target)

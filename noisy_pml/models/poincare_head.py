@@ -7,6 +7,7 @@ import warnings
 import torch
 
 from ..utils import hyperbolic as hyp
+from ..utils.checks import check_finite, check_positive
 
 with warnings.catch_warnings():
     # geoopt 0.5 decorates functions with torch.jit.script, which recent torch deprecates
@@ -36,6 +37,11 @@ class PoincareHead(torch.nn.Module):
         mode: ``"normalize"`` or ``"clip"``.
         clip_radius: :math:`r` for ``mode="clip"``.
         bias: bias of the linear layer.
+
+    Raises:
+        ValueError: (constructor) a bad mode, size, curvature or clip radius; (forward) features
+            with NaN/inf values or the wrong number of columns.
+        TypeError: (forward) features not a floating tensor.
     """
 
     def __init__(
@@ -51,8 +57,10 @@ class PoincareHead(torch.nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if clip_radius <= 0:
-            raise ValueError(f"clip_radius must be > 0, got {clip_radius}")
+        check_positive("clip_radius", clip_radius)
+        check_positive("in_features", in_features)
+        if out_features is not None:
+            check_positive("out_features", out_features)
         if isinstance(c, geoopt.PoincareBall):
             self.ball = c
         else:
@@ -63,6 +71,7 @@ class PoincareHead(torch.nn.Module):
             else torch.nn.Linear(in_features, out_features, bias=bias)
         )
         self.mode, self.clip_radius = mode, float(clip_radius)
+        self.in_features = int(in_features)
 
     @property
     def c(self) -> torch.Tensor:
@@ -70,11 +79,23 @@ class PoincareHead(torch.nn.Module):
         return self.ball.c
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Points of the ball, shape (..., out_features) (or (..., in_features) without linear)."""
+        if not isinstance(features, torch.Tensor) or not features.is_floating_point():
+            got = features.dtype if isinstance(features, torch.Tensor) else type(features).__name__
+            raise TypeError(f"features must be a floating-point tensor, got {got}")
+        if features.dim() == 0 or features.shape[-1] != self.in_features:
+            raise ValueError(
+                f"features must have {self.in_features} columns (in_features), got shape "
+                f"{tuple(features.shape)}"
+            )
+        check_finite("features", features)
         u = self.linear(features)
+        check_finite("PoincareHead linear output (have the head's weights diverged?)", u)
         if self.mode == "normalize":
             u = torch.nn.functional.normalize(u, dim=-1)
         else:
             norm = u.norm(dim=-1, keepdim=True).clamp_min(hyp.MIN_NORM)
             u = u * (self.clip_radius / norm).clamp(max=1)
-        c = self.ball.c.to(u.dtype)
-        return hyp.project(hyp.exp0(u, c), c)
+        k = hyp.curvature(self.ball.c, u)
+        # private cores: the inputs were checked above
+        return hyp._project(hyp._exp0(u, k.sqrt()), k, hyp.BALL_EPS.get(u.dtype, 4e-3))

@@ -18,6 +18,7 @@ Usage, as a drop-in for PML's calculator (e.g. in ``GlobalEmbeddingSpaceTester``
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,13 @@ try:  # faiss is optional (extras "cpu" / "gpu"); without it PML's default Faiss
 except ImportError:  # pragma: no cover - depends on the environment
     HAS_FAISS = False
 
-__all__ = ["RetrievalAccuracyCalculator", "SklearnKMeans", "evaluate_retrieval", "HAS_FAISS"]
+__all__ = [
+    "HAS_FAISS",
+    "RetrievalAccuracyCalculator",
+    "SklearnKMeans",
+    "count_lone_queries",
+    "evaluate_retrieval",
+]
 
 
 class SklearnKMeans:
@@ -87,8 +94,12 @@ class RetrievalAccuracyCalculator(pml_acc.AccuracyCalculator):
 
     ``k`` defaults to ``"max_bin_count"`` (bounded memory, exact MAP@R and R-precision) and is
     raised to ``max(recall_at)`` when classes are smaller than that. Queries whose class has no
-    other sample in the reference set are left out of every kNN metric, as PML does for
-    precision_at_1.
+    other sample in the reference set ("lone" queries) are left out of every kNN metric, as PML
+    does for precision_at_1; when *every* query is lone, PML returns NaN for the kNN metrics.
+    This class keeps PML's return values (a tester calling it every epoch never crashes) but
+    never silently: ``get_accuracy`` emits a ``UserWarning`` saying how many queries were left
+    out, and that the kNN metrics are NaN when no query is left (:func:`evaluate_retrieval`
+    raises instead).
     Without faiss, clustering metrics (NMI, AMI) use :class:`SklearnKMeans`.
 
     Args:
@@ -193,9 +204,56 @@ class RetrievalAccuracyCalculator(pml_acc.AccuracyCalculator):
                 f"retrieval needs at least 2 samples (a query and another item), got {len(q)} "
                 f"queries and {n_ref} reference items"
             )
+        self_in_ref = reference is None or ref_includes_query
+        self._warn_lone_queries(query_labels, reference_labels, self_in_ref, include, exclude)
         return super().get_accuracy(
             query, query_labels, reference, reference_labels, ref_includes_query, include, exclude
         )
+
+    def _warn_lone_queries(self, query_labels, reference_labels, self_in_ref, include, exclude):
+        """Warn when queries have no relevant reference item (PML leaves them out, or gives NaN)."""
+        metrics = self.get_function_dict(include, exclude)
+        if not any(m in metrics for m in self.requires_knn()):
+            return
+        lone = count_lone_queries(query_labels, reference_labels, self_in_ref)
+        if lone is None or lone == 0:
+            return
+        n = len(query_labels)
+        if lone == n:
+            warnings.warn(
+                f"every one of the {n} queries is alone in its class (no other reference item "
+                "has its label): the kNN metrics (recall_at_k, precision_at_1, MAP@R, ...) are "
+                "NaN. Retrieval needs at least two samples of some class.",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            warnings.warn(
+                f"{lone} of {n} queries have no other reference item of their class and are "
+                "left out of the kNN metrics (as in PML)",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def count_lone_queries(query_labels, reference_labels=None, self_in_ref: bool = True) -> int | None:
+    """Number of queries whose label no other reference item has (None: labels not 1-D ids).
+
+    Args:
+        query_labels: (Q,) labels of the queries.
+        reference_labels: (R,) labels of the references; None means the queries themselves.
+        self_in_ref: the queries are also the first Q references (each query's own row does
+            not count as a relevant item).
+    """
+    q = _as_tensor("query_labels", query_labels)
+    r = q if reference_labels is None else _as_tensor("reference_labels", reference_labels)
+    if q.dim() != 1 or r.dim() != 1:
+        return None  # multi-label or custom comparisons: PML's own rules apply
+    classes, counts = torch.unique(r.cpu(), return_counts=True)
+    pos = torch.searchsorted(classes, q.cpu()).clamp(max=len(classes) - 1)
+    found = classes[pos] == q.cpu() if len(classes) else torch.zeros(len(q), dtype=torch.bool)
+    relevant = torch.where(found, counts[pos] - int(self_in_ref), 0) if len(classes) else found
+    return int((relevant <= 0).sum())
 
 
 def _as_tensor(name: str, x: Any) -> torch.Tensor:
@@ -232,8 +290,17 @@ def evaluate_retrieval(
     ``distance`` the ranking is that distance's (``normalize`` is then ignored: the distance's
     ``normalize_embeddings`` applies).
 
+    Every class with a single sample is left out as a query (it has nothing to retrieve; a
+    ``UserWarning`` says how many); its sample still counts as a distractor for the others.
+
     Returns:
-        ``{"R@1": ..., "R@2": ..., "R@4": ..., "R@8": ..., "MAP@R": ...}`` (one "R@K" per K).
+        ``{"R@1": ..., "R@2": ..., "R@4": ..., "R@8": ..., "MAP@R": ...}`` (one "R@K" per K),
+        always finite.
+
+    Raises:
+        ValueError: NaN/inf embeddings, fewer than 2 samples, mismatched lengths, or no class
+            with two samples (every query alone in its class: no metric is defined).
+        TypeError: embeddings or labels that are not tensors or arrays.
     """
     x = _as_tensor("embeddings", embeddings)
     check_ndim("embeddings", x, 2)
@@ -243,6 +310,13 @@ def evaluate_retrieval(
     _check_lengths("embeddings", x, "labels", y)
     if len(x) < 2:
         raise ValueError(f"retrieval needs at least 2 samples, got {len(x)}")
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise TypeError(f"labels must be integer class ids, got dtype {y.dtype} with fractions")
+    if count_lone_queries(y) == len(y):
+        raise ValueError(
+            f"every one of the {len(y)} samples is alone in its class: retrieval metrics are "
+            "undefined (each query needs another sample of its class); check the labels"
+        )
     x = x.detach().float()
     if distance is None and normalize:
         x = torch.nn.functional.normalize(x, p=2, dim=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -16,6 +17,14 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         bad = (~torch.isfinite(tensor)).sum().item()
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite values")
+
+
+def check_float_tensor(name: str, tensor) -> None:
+    """Raise ``TypeError`` unless ``tensor`` is a floating-point ``torch.Tensor``."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if not tensor.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
 def check_ndim(name: str, tensor: torch.Tensor, ndim: int) -> None:
@@ -60,15 +69,37 @@ def check_probabilities(name: str, tensor: torch.Tensor, shape: Sequence[int]) -
         )
 
 
+def _number(name: str, value) -> torch.Tensor:
+    """``value`` as a tensor; TypeError (naming it) for strings, None, bools and other objects."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor, np.number)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    return torch.as_tensor(value)
+
+
 def check_positive(name: str, value: float | torch.Tensor) -> None:
     """Raise unless ``value`` (a number or every entry of a tensor) is finite and > 0."""
-    v = torch.as_tensor(value)
+    v = _number(name, value)
     if not torch.isfinite(v).all() or (v <= 0).any():
         raise ValueError(f"{name} must be finite and > 0, got {value}")
 
 
+def check_positive_int(name: str, value: int) -> None:
+    """Raise unless ``value`` is an integer >= 1 (a float such as 2.5 or a bool is refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def check_finite_number(name: str, value: float) -> None:
+    """Raise unless ``value`` is a finite real number (NaN and +-inf refused)."""
+    if not torch.isfinite(_number(name, value)).all():
+        raise ValueError(f"{name} must be a finite number, got {value}")
+
+
 def check_rate(name: str, value: float, allow_one: bool = False) -> None:
     """Raise unless ``0 <= value < 1`` (or ``<= 1`` with ``allow_one``)."""
+    _number(name, value)
     upper_ok = value <= 1 if allow_one else value < 1
     if not (0 <= value and upper_ok):
         expected = "[0, 1]" if allow_one else "[0, 1)"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisy_pml.datasets import Cars196, DatasetNotFoundError
+from noisy_pml.datasets import Cars196, CorruptImageError, DatasetCorruptError, DatasetNotFoundError
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -68,3 +68,45 @@ def test_real_cars_noise_on_train_only(data_root):
     assert torch.equal(noisy.noise_mask, noisy.targets != noisy.clean_targets)
     with pytest.raises(ValueError, match="train split only"):
         Cars196(data_root / "cars196", "test", noise="symmetric:0.5")
+
+
+@pytest.mark.parametrize(
+    "split,edit,error,match",
+    [
+        ("train", lambda t: t.replace("b.png,0,0,0,0,2", "b.png,0,0,0,0,200"), DatasetCorruptError,
+         r"anno_train\.csv, line 2: class id 200 outside 1\.\.196"),
+        ("train", lambda t: t.replace("b.png,0,0,0,0,2", "b.png,0,0,2"), DatasetCorruptError,
+         r"anno_train\.csv, line 2: expected 6 fields"),
+        ("train", lambda t: t.replace("b.png", "a.png"), DatasetCorruptError,
+         r"line 2: a\.png is already listed on line 1"),
+        # a truncated last line "c.png,0,0,0,0,99" -> "...,9" relabels c.png as class 9, whose
+        # folder does not hold it
+        ("train", lambda t: t[:-2], DatasetNotFoundError, r"not on disk: .*Car 9 Model-9/c\.png"),
+    ],
+    ids=["id-outside-both-splits", "unparsable", "listed-twice", "truncated-last-line"],
+)
+def test_annotation_defects_raise_naming_file_and_line(tmp_path, split, edit, error, match):
+    root = fake_cars(tmp_path)
+    path = root / f"anno_{split}.csv"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(error, match=match):
+        Cars196(root, "test")
+
+
+def test_names_file_must_list_196_classes(tmp_path):
+    root = fake_cars(tmp_path)
+    names = (root / "names.csv").read_text().splitlines()
+    (root / "names.csv").write_text("\n".join(names[:150]))
+    with pytest.raises(DatasetCorruptError, match=r"names\.csv must list 196 class names.*150"):
+        Cars196(root, "train")
+
+
+def test_corrupt_image_is_named_on_access_and_by_verify(tmp_path):
+    root = fake_cars(tmp_path)
+    bad = next((root / "car_data" / "car_data" / "test").rglob("f.png"))
+    bad.write_bytes(b"not an image")
+    test = Cars196(root, "test")
+    idx = [i for i, p in enumerate(test.img_paths) if p.endswith("f.png")][0]
+    with pytest.raises(CorruptImageError, match=r"f\.png: cannot read image"):
+        test[idx]
+    assert [name for name, _ in test.verify(raise_on_error=False)] == [str(bad)]

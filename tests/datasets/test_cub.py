@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from noisy_pml.datasets import CUB, DatasetNotFoundError, get_dataset
+from noisy_pml.datasets import (
+    CUB,
+    CorruptImageError,
+    DatasetCorruptError,
+    DatasetNotFoundError,
+    get_dataset,
+)
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -70,6 +76,70 @@ def test_noise_is_refused_on_test_and_applied_on_train(tmp_path):
         CUB(root, "test", noise="symmetric:0.2")
     noisy = CUB(root, "train", noise="symmetric:0.5", noise_seed=0)
     assert int(noisy.noise_mask.sum()) == 3 and noisy.clean_targets.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_image_error_names_the_file_and_verify_lists_it(tmp_path):
+    root = fake_cub(tmp_path, per_class=3)
+    bad = root / "CUB_200_2011" / "images" / "002.Bird_2" / "img_1.jpg"
+    Image.new("RGB", (64, 64), color=(9, 99, 199)).save(bad)
+    truncate(bad, 0.3)
+    train = CUB(root, "train")  # opening stays cheap: images are decoded on access
+    with pytest.raises(CorruptImageError, match=r"002\.Bird_2/img_1\.jpg: cannot read image 4"):
+        train[4]
+    assert isinstance(train[3][0], Image.Image)  # the other images still load
+    with pytest.raises(DatasetCorruptError, match=r"(?s)1 of 6 samples.*002\.Bird_2/img_1\.jpg"):
+        train.verify()
+    assert [name for name, _ in train.verify(raise_on_error=False)] == [str(bad)]
+    with pytest.raises(DatasetCorruptError, match=r"img_1\.jpg"):
+        CUB(root, "train", verify=True)
+    assert CUB(root, "test", verify=True).verify() == []
+
+
+def labels_file(root: Path) -> Path:
+    return root / "CUB_200_2011" / "image_class_labels.txt"
+
+
+def test_truncated_last_line_of_the_labels_file_is_detected(tmp_path):
+    root = fake_cub(tmp_path)  # last line: "12 102"
+    path = labels_file(root)
+    path.write_text(path.read_text()[:-2])  # "12 10": would silently relabel image 12
+    with pytest.raises(DatasetCorruptError, match=r"line 12: image 12 .* class 10 .*folder of "
+                       r"class 102.*looks truncated"):
+        CUB(root, "test")
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda t: t.replace("4 2\n", "4 250\n"), r"line 4: class id 250 outside 1\.\.200"),
+        (lambda t: t.replace("4 2\n", ""), r"has 11 rows but .*images\.txt has 12"),
+        (lambda t: t.replace("4 2\n", "4 two\n"), r"line 4: expected 2 fields"),
+        (lambda t: t.replace("4 2\n", "5 2\n"), r"line 4: image id 5, but line 4 of"),
+        (lambda t: t.replace("4 2\n", "4 1\n"), r"labelled class 1 but lies in the folder of "
+         r"class 2"),
+    ],
+    ids=["id-outside-both-splits", "missing-row", "unparsable", "out-of-order", "wrong-class"],
+)
+def test_label_file_defects_raise_naming_file_and_line(tmp_path, edit, match):
+    root = fake_cub(tmp_path)
+    path = labels_file(root)
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(DatasetCorruptError, match=match):
+        CUB(root, "train")
+
+
+def test_image_listed_twice_is_refused(tmp_path):
+    root = fake_cub(tmp_path)
+    for path in (root / "CUB_200_2011" / "images.txt", labels_file(root)):
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:-1] + lines[:1]))  # image 1 again instead of image 12
+    with pytest.raises(DatasetCorruptError, match="line 12: image id 1 repeated"):
+        CUB(root, "train")
 
 
 # ------------------------------------------------------------------ real data

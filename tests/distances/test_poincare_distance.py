@@ -102,3 +102,26 @@ def test_shared_learnable_ball_gets_gradient_through_a_loss():
     loss = losses.ContrastiveLoss(distance=PoincareDistance(c=ball))
     loss(ball_points(8).float(), torch.arange(4).repeat(2)).backward()
     assert ball.isp_c.grad is not None and ball.isp_c.grad != 0
+
+
+@pytest.mark.parametrize("cls", [PoincareDistance, PoincareSimilarity])
+def test_mixed_dtype_or_width_raises_a_clear_error_not_a_matmul_error(cls):
+    x = ball_points(5, 4)
+    with pytest.raises(TypeError, match="same dtype"):
+        cls()(x, x.float())
+    with pytest.raises(ValueError, match="same embedding size"):
+        cls()(x, ball_points(5, 3))
+
+
+def test_batched_distance_chunks_have_an_exact_zero_diagonal_in_float64():
+    from pytorch_metric_learning.distances import BatchedDistance
+
+    x = ball_points(70, 64, radius=0.9999)
+    diag = torch.full((70,), float("nan"), dtype=torch.float64)
+
+    def keep_diagonal(mat, s, e):
+        e = s + len(mat)  # PML passes e = s + batch_size also for the last, shorter chunk
+        diag[s:e] = mat[torch.arange(e - s), torch.arange(s, e)]
+
+    BatchedDistance(PoincareDistance(), keep_diagonal, batch_size=16)(x)
+    assert torch.equal(diag, torch.zeros(70, dtype=torch.float64))

@@ -271,3 +271,80 @@ def test_bad_options_raise():
         SmoothProxyAnchorLoss(C, D, positive_set="soft")
     with pytest.raises(ValueError, match="smoothing_sharpness"):
         SmoothProxyAnchorLoss(C, D, smoothing_sharpness=0)
+
+
+@pytest.mark.parametrize(
+    "name,value,error",
+    [
+        ("margin", float("nan"), ValueError),
+        ("margin", float("inf"), ValueError),
+        ("margin", -0.1, ValueError),
+        ("margin", "0.1", TypeError),
+        ("alpha", float("nan"), ValueError),
+        ("alpha", 0, ValueError),
+        ("smoothing_position", float("nan"), ValueError),
+        ("smoothing_position", 1.5, ValueError),
+        ("smoothing_position", -0.1, ValueError),
+        ("smoothing_sharpness", float("nan"), ValueError),
+        ("smoothing_sharpness", -1.0, ValueError),
+        ("positive_threshold", float("nan"), ValueError),
+        ("positive_threshold", 2.0, ValueError),
+        ("num_classes", 0, ValueError),
+        ("num_classes", 2.5, TypeError),
+        ("embedding_size", -3, ValueError),
+        ("confidence_source", 3, TypeError),
+    ],
+)
+def test_non_finite_or_out_of_range_arguments_are_refused_by_name(name, value, error):
+    kwargs = {"num_classes": C, "embedding_size": D, name: value}
+    with pytest.raises(error, match=name):
+        SmoothProxyAnchorLoss(**kwargs)
+
+
+def test_unsupported_distance_is_refused_naming_the_supported_ones():
+    from pytorch_metric_learning.distances import SNRDistance
+
+    with pytest.raises(ValueError, match="SNRDistance.*supported: CosineSimilarity.*Poincare"):
+        SmoothProxyAnchorLoss(C, D, distance=SNRDistance())
+
+
+@pytest.mark.parametrize("name", ["PoincareDistance", "PoincareSimilarity"])
+def test_poincare_distances_keep_the_proxies_inside_the_ball_and_train(name):
+    import noisy_pml.distances as nd
+    from noisy_pml.models import PoincareHead
+    from noisy_pml.utils import hyperbolic as hyp
+
+    torch.manual_seed(0)
+    head = PoincareHead(8, D, c=0.5)
+    loss_fn = SmoothProxyAnchorLoss(C, D, distance=getattr(nd, name)(c=0.5))
+    proxies = loss_fn.proxy_points()
+    assert (0.5 * proxies.pow(2).sum(1) < 1).all()  # kaiming-initialised vectors, mapped in
+    torch.testing.assert_close(proxies, hyp.project(hyp.exp0(loss_fn.proxies, 0.5), 0.5))
+    feats, labels = torch.randn(B, 8), torch.randint(0, C, (B,))
+    conf = 0.8 * F.one_hot(labels, C) + 0.2 * torch.rand(B, C)
+    opt = torch.optim.SGD([*head.parameters(), *loss_fn.parameters()], lr=0.05)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = loss_fn(head(feats), labels, confidences=conf)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(loss_fn.proxies.grad).all()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert (0.5 * loss_fn.proxy_points().pow(2).sum(1) < 1).all()
+    assert loss_fn.get_logits(head(feats)).shape == (B, C)
+
+
+@pytest.mark.parametrize("distance", ["cosine", "poincare"])
+def test_empty_batch_gives_zero_like_pml_and_integer_embeddings_are_refused(distance):
+    from noisy_pml.distances import PoincareSimilarity
+
+    kwargs = {"distance": PoincareSimilarity()} if distance == "poincare" else {}
+    ours = SmoothProxyAnchorLoss(C, D, **kwargs)
+    emb = torch.zeros(0, D, requires_grad=True)
+    loss = ours(emb, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    with pytest.raises(TypeError, match="floating-point"):
+        ours(torch.ones(B, D, dtype=torch.long), torch.randint(0, C, (B,)))

@@ -98,3 +98,29 @@ def test_bad_arguments_raise():
         NoiseAwarePairMiner()(x[:23], labels[:23])
     with pytest.raises(ValueError, match="ref_emb has"):
         NoiseAwarePairMiner()(x[:12], labels[:12], x[12:20], labels[12:20])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_embeddings_are_rejected_before_mining(bad):
+    x, labels = clustered()
+    x = x.clone()
+    x[15, 0] = bad  # second view of image 3
+    with pytest.raises(ValueError, match="embeddings contains 1 NaN or infinite"):
+        NoiseAwarePairMiner()(x, labels)
+    with pytest.raises(ValueError, match="ref_emb contains"):
+        NoiseAwarePairMiner()(clustered()[0][:12], labels[:12], x[12:], labels[12:])
+
+
+def test_negative_or_float_labels_are_rejected():
+    x, labels = clustered()
+    with pytest.raises(ValueError, match="labels must lie in >= 0"):
+        NoiseAwarePairMiner()(x, labels - 1)
+    with pytest.raises(TypeError, match="integer class ids"):
+        NoiseAwarePairMiner()(x, labels.float())
+
+
+def test_non_finite_margin_and_bad_sizes_are_refused():
+    with pytest.raises(ValueError, match="margin must be a finite number, got nan"):
+        NoiseAwarePairMiner(margin=float("nan"))
+    with pytest.raises(TypeError, match="views must be an integer"):
+        NoiseAwarePairMiner(views=1.5)

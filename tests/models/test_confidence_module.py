@@ -51,3 +51,26 @@ def test_bad_input_raises():
         ConfidenceBCELoss(3)(torch.randn(2, 3), torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="dropout"):
         ConfidenceModule(6, 4, dropout=1.0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_rejected(bad):
+    x = torch.randn(4, 6)
+    x[1, 2] = bad
+    with pytest.raises(ValueError, match="features contains 1 NaN or infinite"):
+        ConfidenceModule(6, 3)(x)
+    with pytest.raises(ValueError, match="features contains"):
+        ConfidenceModule(6, 3).confidences(x)
+    with pytest.raises(TypeError, match="floating-point"):
+        ConfidenceModule(6, 3)(torch.ones(4, 6, dtype=torch.long))
+
+
+def test_bce_loss_of_an_empty_batch_is_zero_not_nan():
+    logits = torch.zeros(0, 3, requires_grad=True)
+    loss = ConfidenceBCELoss(3)(logits, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    loss.backward()
+    with pytest.raises(TypeError, match="floating-point"):
+        ConfidenceBCELoss(3)(torch.zeros(2, 3, dtype=torch.long), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="3 columns"):
+        ConfidenceBCELoss(3)(torch.zeros(2, 4), torch.tensor([0, 1]))

@@ -61,3 +61,35 @@ def test_bad_arguments_raise():
         PoincareHead(3, 3, c=-1.0)
     with pytest.raises(ValueError, match="clip_radius"):
         PoincareHead(3, 3, mode="clip", clip_radius=0)
+
+
+@pytest.mark.parametrize("mode", ["normalize", "clip"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_features_are_rejected_not_mapped_to_nan_points(mode, bad):
+    x = torch.randn(4, 10)
+    x[2, 5] = bad
+    with pytest.raises(ValueError, match="features contains 1 NaN or infinite"):
+        PoincareHead(10, 6, mode=mode)(x)
+
+
+def test_wrong_width_dtype_and_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="10 columns"):
+        PoincareHead(10, 6)(torch.randn(3, 9))
+    with pytest.raises(TypeError, match="floating-point"):
+        PoincareHead(10, 6)(torch.ones(3, 10, dtype=torch.long))
+    with pytest.raises(ValueError, match="clip_radius must be finite and > 0, got nan"):
+        PoincareHead(10, 6, mode="clip", clip_radius=float("nan"))
+    head = PoincareHead(10, 6)
+    with torch.no_grad():
+        head.linear.weight[0, 0] = float("nan")  # diverged weights
+    with pytest.raises(ValueError, match="diverged"):
+        head(torch.randn(3, 10))
+
+
+@pytest.mark.parametrize("fn", [hyp.exp0, hyp.log0, hyp.project])
+def test_public_ball_maps_reject_non_finite_input(fn):
+    u = torch.tensor([[0.1, float("nan")], [0.2, 0.3]])
+    with pytest.raises(ValueError, match="contains 1 NaN or infinite"):
+        fn(u, 1.0)
+    with pytest.raises(TypeError, match="floating-point"):
+        fn(torch.ones(2, 2, dtype=torch.long), 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,38 @@ def test_drop_in_for_pml_tester_matches_evaluate_retrieval():
     want = evaluate_retrieval(torch.from_numpy(ds.data), ds.targets)
     assert got["recall_at_1_level0"] == pytest.approx(want["R@1"], abs=1e-9)
     assert got["recall_at_8_level0"] == pytest.approx(want["R@8"], abs=1e-9)
+
+
+def test_evaluate_retrieval_with_every_class_a_singleton_raises_not_nan():
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(ValueError, match="every one of the 6 samples is alone in its class"):
+        evaluate_retrieval(x, np.arange(6))
+
+
+def test_evaluate_retrieval_leaves_singletons_out_as_queries_with_a_warning():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(9, 4)), np.array([0, 0, 1, 1, 2, 2, 3, 4, 5])
+    with pytest.warns(UserWarning, match="3 of 9 queries have no other reference item"):
+        got = evaluate_retrieval(x, y, recall_at=(1,), use_faiss=False)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d = l2_matrix(xn)
+    np.fill_diagonal(d, np.inf)
+    nn = d.argmin(1)
+    assert got["R@1"] == pytest.approx((y[nn] == y)[:6].mean())  # the 6 non-singleton queries
+    assert all(np.isfinite(v) for v in got.values())
+
+
+def test_calculator_keeps_pml_nan_when_every_query_is_lone_but_warns():
+    calc = RetrievalAccuracyCalculator(recall_at=(1,), use_faiss=False)
+    x = torch.randn(5, 3)
+    with pytest.warns(UserWarning, match="every one of the 5 queries is alone.*NaN"):
+        acc = calc.get_accuracy(x, torch.arange(5), include=("recall_at_1", "precision_at_1"))
+    assert math.isnan(acc["recall_at_1"]) and math.isnan(acc["precision_at_1"])
+
+
+def test_count_lone_queries_with_separate_reference_set():
+    from noisy_pml.utils.accuracy_calculator import count_lone_queries
+
+    assert count_lone_queries(torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1]), False) == 1
+    assert count_lone_queries(torch.tensor([0, 1, 1]), None, True) == 1
+    assert count_lone_queries(torch.tensor([0, 1]), torch.tensor([], dtype=torch.long), False) == 2

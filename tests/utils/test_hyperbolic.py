@@ -113,3 +113,59 @@ def test_learnable_curvature_receives_gradient():
     x = ball_points(5, 3, 0.5, dtype=torch.float32)
     hyp.pairwise_dist(x, None, ball).sum().backward()
     assert ball.isp_c.grad is not None and torch.isfinite(ball.isp_c.grad)
+
+
+def near_pairs(n, d, gap, seed=0):
+    """float32 x inside 0.99 of the unit ball and y = x + gap * (random unit vector)."""
+    g = torch.Generator().manual_seed(seed)
+    x = ball_points(n, d, 0.99, seed=seed)
+    v = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = hyp.project(x + gap * v / v.norm(dim=1, keepdim=True), 1.0, eps=0.01)
+    return x.float(), y.float()
+
+
+@pytest.mark.parametrize("d", [1, 8, 64, 512])
+@pytest.mark.parametrize("gap", [1e-4, 1e-3, 1e-2])
+def test_float32_close_pairs_have_relative_error_below_1e_3(d, gap):
+    x, y = near_pairs(100, d, gap, seed=d)
+    ref = hyp.pairwise_dist(x.double(), y.double())  # same float32 inputs, float64 arithmetic
+    rel = (hyp.pairwise_dist(x, y).double() - ref).abs() / ref
+    assert rel.max() < 1e-3
+
+
+def test_fast_mode_keeps_the_bare_matmul_and_its_cancellation():
+    x, y = near_pairs(100, 64, 1e-4)
+    ref = hyp.pairwise_dist(x.double(), y.double())
+    rel = (hyp.pairwise_dist(x, y, precise=False).double() - ref).abs() / ref
+    assert rel.max() > 1e-2  # what precise=True corrects
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_identical_points_as_separate_tensors_are_at_distance_zero(dtype):
+    x = ball_points(50, 64, 0.999, dtype=dtype)
+    assert torch.equal(hyp.pairwise_dist(x, x.clone()).diagonal(), torch.zeros(50, dtype=dtype))
+    a, _ = hyp.pairwise_sinh2(x[:10], x, 1.0)
+    assert torch.equal(a[torch.arange(10), torch.arange(10)], torch.zeros(10, dtype=dtype))
+
+
+def test_near_pair_correction_keeps_gradients_finite_and_correct():
+    x, y = near_pairs(6, 5, 1e-3)
+    x64 = x.double().requires_grad_()
+    hyp.pairwise_dist(x64, y.double()).sum().backward()
+    x32 = x.clone().requires_grad_()
+    hyp.pairwise_dist(x32, y).sum().backward()
+    torch.testing.assert_close(x32.grad.double(), x64.grad, rtol=2e-3, atol=1e-4)
+
+
+def test_mixed_dtypes_and_widths_raise_clear_errors():
+    x = ball_points(4, 3, 0.9)
+    with pytest.raises(TypeError, match="same dtype.*float64.*float32"):
+        hyp.pairwise_dist(x, x.float())
+    with pytest.raises(ValueError, match="same embedding size, got 3"):
+        hyp.pairwise_dist(x, ball_points(4, 5, 0.9))
+    with pytest.raises(TypeError, match="same dtype"):
+        hyp.dist(x, x.float())
+    with pytest.raises(TypeError, match="floating-point"):
+        hyp.pairwise_dist(torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hyp.pairwise_dist(torch.tensor([[0.1, float("nan")]]))
