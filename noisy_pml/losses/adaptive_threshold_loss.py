@@ -20,7 +20,13 @@ from ..utils.ahsml import (
     collapse_statistics,
     from_cosine_units,
 )
-from ..utils.checks import check_finite, check_labels, check_ndim, check_positive
+from ..utils.checks import (
+    check_finite,
+    check_float_tensor,
+    check_labels,
+    check_ndim,
+    check_positive,
+)
 
 SUPPORTED = (ContrastiveLoss, TripletMarginLoss, MultiSimilarityLoss)
 
@@ -130,6 +136,7 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
         if ref_emb is not None:
             raise ValueError(f"{type(self).__name__} does not support ref_emb")
         c_f.labels_required(labels)
+        check_float_tensor("embeddings", embeddings)
         check_ndim("embeddings", embeddings, 2)
         check_finite("embeddings", embeddings)
         check_labels("labels", labels, length=len(embeddings))

@@ -8,7 +8,14 @@ from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
 from ..utils.ahsml.memory_bank import EmbeddingMemoryBank
-from ..utils.checks import check_finite, check_labels, check_ndim, check_positive, check_rate
+from ..utils.checks import (
+    check_finite,
+    check_float_tensor,
+    check_labels,
+    check_ndim,
+    check_positive,
+    check_rate,
+)
 
 __all__ = ["PRISMMiner"]
 
@@ -150,6 +157,7 @@ class PRISMMiner(BaseMiner):
         if ref_emb is not None and ref_emb is not embeddings:
             raise ValueError("PRISMMiner mines within the batch; ref_emb is not supported")
         # everything is checked before the bank, scores or statistics change
+        check_float_tensor("embeddings", embeddings)
         check_ndim("embeddings", embeddings, 2)
         check_finite("embeddings", embeddings)
         indices = torch.as_tensor(indices, device=embeddings.device)

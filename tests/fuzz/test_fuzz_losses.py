@@ -49,35 +49,18 @@ LOSSES = {
         ball,
     ),
 }
-AHSML = ("MultiSimilarityStarLoss", "AdaptiveThresholdLoss")
-
-
-def xfail_other(reason: str):
-    return pytest.mark.xfail(strict=False, reason=f"owned by the AHSML helper: {reason}")
 
 
 def emb_cases():
     for name in LOSSES:
         for fault in EMB_FAULTS:
-            marks = ()
-            if name in AHSML and fault == "empty":
-                marks = xfail_other("issue #13 item 5: empty batch raises IndexError from amin")
-            if name == "AdaptiveThresholdLoss" and fault == "int_dtype":
-                marks = xfail_other("issue #13 item 5 (input checks): integer embeddings end in "
-                                    "a RuntimeError from vector_norm")
-            yield pytest.param(name, fault, marks=marks, id=f"{name}-{fault}")
+            yield pytest.param(name, fault, id=f"{name}-{fault}")
 
 
 def label_cases():
     for name in LOSSES:
         for fault in LABEL_FAULTS:
-            marks = ()
-            if name in AHSML and fault == "float":
-                marks = xfail_other("issue #13 item 5: float labels accepted in batch scope")
-            if name == "AdaptiveThresholdLoss" and fault in ("2d", "wrong_length"):
-                marks = xfail_other("issue #13 item 5 (input checks): 2-D or too-short labels "
-                                    "end in a RuntimeError (shape mismatch) in class_divergence")
-            yield pytest.param(name, fault, marks=marks, id=f"{name}-{fault}")
+            yield pytest.param(name, fault, id=f"{name}-{fault}")
 
 
 sizes = st.tuples(st.integers(2, 10), st.integers(1, 6), st.integers(0, 2**16))
@@ -131,12 +114,9 @@ def test_smooth_proxy_anchor_refuses_bad_arguments(arg, value):
 @pytest.mark.parametrize(
     ("cls", "arg", "value"),
     [
-        pytest.param(MultiSimilarityStarLoss, "alpha", 0.0, marks=xfail_other(
-            "issue #13 item 5: alpha = 0 gives inf/NaN")),
-        pytest.param(MultiSimilarityStarLoss, "beta", -1.0, marks=xfail_other(
-            "issue #13 item 5: beta = -1 accepted")),
-        pytest.param(MultiSimilarityStarLoss, "alpha", float("nan"), marks=xfail_other(
-            "issue #13 item 5: non-finite alpha accepted")),
+        (MultiSimilarityStarLoss, "alpha", 0.0),
+        (MultiSimilarityStarLoss, "beta", -1.0),
+        (MultiSimilarityStarLoss, "alpha", float("nan")),
     ],
 )
 def test_multi_similarity_star_refuses_bad_arguments(cls, arg, value):

@@ -32,10 +32,6 @@ def points(n, d, dtype, seed):
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def xfail_prism(reason):
-    return pytest.mark.xfail(strict=False, reason=f"owned by the PRISM helper: {reason}")
-
-
 MINERS = {
     "NoiseAwarePairMiner": lambda n: NoiseAwarePairMiner(views=1),
     "PRISMMiner": lambda n: PRISMMiner(num_samples=64, num_classes=C, warmup=0.0),
@@ -51,14 +47,7 @@ def call(miner, x, y):
 def miner_emb_cases():
     for name in MINERS:
         for fault in EMB_FAULTS:
-            marks = ()
-            if name == "PRISMMiner" and fault in ("nan", "inf"):
-                marks = xfail_prism("issue #13 item 2: non-finite embeddings accepted into the "
-                                    "bank, later calls fail")
-            if name == "PRISMMiner" and fault == "int_dtype":
-                marks = xfail_prism("issue #13 item 2 (input checks): integer embeddings end in "
-                                    "a RuntimeError from vector_norm")
-            yield pytest.param(name, fault, marks=marks, id=f"{name}-{fault}")
+            yield pytest.param(name, fault, id=f"{name}-{fault}")
 
 
 @pytest.mark.parametrize(("name", "fault"), list(miner_emb_cases()))
