@@ -56,13 +56,16 @@ def _params(fn) -> tuple[set[str], bool]:
     return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
-def route(component: torch.nn.Module, info: BatchInfo) -> tuple[dict, dict, str | None]:
+def route(
+    component: torch.nn.Module, info: BatchInfo, optional: tuple[str, ...] = ()
+) -> tuple[dict, dict, str | None]:
     """Where each given field goes: ``(set_batch_info kwargs, forward kwargs, old setter)``.
 
     Preference: ``set_batch_info(indices=...)``, then ``forward(indices=...)``, then the older
     ``set_batch_info(sample_indices=...)`` / ``set_batch_indices(...)``; confidences go to
     ``forward(confidences=...)`` when it takes them, else to ``set_batch_info``; instance ids to
-    ``set_batch_info`` only. Raises ValueError naming the field the component cannot take.
+    ``set_batch_info`` only. Raises ValueError naming the field the component cannot take,
+    unless the field is ``optional`` (then it is dropped).
     """
     setter = getattr(component, "set_batch_info", None)
     s_names, s_var = _params(setter) if setter is not None else (set(), False)
@@ -80,13 +83,13 @@ def route(component: torch.nn.Module, info: BatchInfo) -> tuple[dict, dict, str 
             elif hasattr(component, "set_batch_indices"):
                 old = "set_batch_indices"
                 to_forward["_old"] = value
-            else:
+            elif name not in optional:
                 raise ValueError(_refusal(component, name))
         elif name == "confidences" and "confidences" in f_names:
             to_forward[name] = value
         elif name in s_names or s_var:
             to_setter[name] = value
-        else:
+        elif name not in optional:
             raise ValueError(_refusal(component, name))
     return to_setter, to_forward, old
 
@@ -98,9 +101,10 @@ def _refusal(component, name: str) -> str:
     )
 
 
-def deliver(component: torch.nn.Module, info: BatchInfo) -> dict:
-    """Hand ``info`` to ``component`` (one ``set_batch_info`` call); returns the forward kwargs."""
-    to_setter, to_forward, old = route(component, info)
+def deliver(component: torch.nn.Module, info: BatchInfo, optional: tuple[str, ...] = ()) -> dict:
+    """Hand ``info`` to ``component`` (one ``set_batch_info`` call); returns the forward kwargs.
+    Fields in ``optional`` the component cannot take are dropped instead of refused."""
+    to_setter, to_forward, old = route(component, info, optional)
     if to_setter:
         component.set_batch_info(**to_setter)
     if old is not None:

@@ -24,6 +24,8 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from .batch_info import BatchInfo, deliver, gather_header, gather_info, resolve_views
 from .gather import all_gather_ints, comm_device, gather_rows, is_distributed
 
+_LOOKED_UP = ("indices",)  # with confidence_table, indices may stay with the wrapper
+
 
 class GlobalIndices(tuple):
     """An indices tuple over the gathered global batch (what :class:`DistributedMinerWrapper`
@@ -57,17 +59,32 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
       the global batch's cross-view triplets replace them); local indices of any other origin
       are refused, since they cannot name another rank's rows.
 
+    Confidences by index: with ``confidence_table`` (the (N, C) table of
+    :class:`~noisy_pml.trainers.ConfidenceTable`, identical on every rank, see
+    :func:`~noisy_pml.utils.distributed.broadcast_confidences`), only the dataset ``indices``
+    (``set_batch_info(indices=...)``) are gathered and every rank reads the global batch's rows
+    from its own table: ``8 B`` bytes per step instead of ``4 B C`` (PML-sized batches at
+    C = 100k classes make the difference between kilobytes and gigabytes).
+
     Args:
         loss: the PML or noisy-pml loss.
         efficient: PML's ``efficient`` mode (local rows against the gathered batch); only for
             single-view losses without per-sample information.
         views: stacked views per rank; default the loss's own ``views`` (MS*, AdaptiveThreshold
             loss), else 1. A value that contradicts the loss's own is refused.
+        confidence_table: optional (N, C) confidences looked up by the gathered indices
+            (replaces the loss's ``confidence_source``; needs ``indices`` at every call).
     """
 
-    def __init__(self, loss, efficient: bool = False, views: int | None = None):
+    def __init__(self, loss, efficient: bool = False, views: int | None = None,
+                 confidence_table: torch.Tensor | None = None):
         super().__init__(loss, efficient)
         self.views = resolve_views(loss, views)
+        if confidence_table is not None and confidence_table.dim() != 2:
+            raise ValueError(
+                f"confidence_table must be (N, C), got shape {tuple(confidence_table.shape)}"
+            )
+        self.confidence_table = confidence_table
         self._pending = BatchInfo()
 
     def set_batch_info(self, indices=None, instance_ids=None, confidences=None,
@@ -83,10 +100,16 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
             raise ValueError("confidences given both to set_batch_info and to forward: pass one")
         info.confidences = _one_of(confidences, info.confidences)
         source = getattr(self.loss, "confidence_source", None)
-        if info.confidences is None and source is not None:
+        if self.confidence_table is not None:
+            if info.indices is None or info.confidences is not None:
+                raise ValueError(
+                    "confidence_table looks the confidences up by dataset index: call "
+                    "set_batch_info(indices=...) before each call, and pass no confidences"
+                )
+        elif info.confidences is None and source is not None:
             info.confidences = source()
         if not is_distributed():
-            kwargs = deliver(self.loss, info)
+            kwargs = deliver(self.loss, self._look_up(info, len(embeddings)), optional=_LOOKED_UP)
             return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels, **kwargs)
         if self.efficient or isinstance(self.loss, pml_dist.CrossBatchMemory):
             if not info.empty() or self.views > 1:
@@ -112,8 +135,20 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
             ref_emb = gather_rows(ref_emb, ref_rows, 1, grad_scale=world)
             ref_labels = None if ref_labels is None else gather_rows(ref_labels, ref_rows, 1)
         indices_tuple = self._global_indices(indices_tuple, table, labels, len(emb))
-        kwargs = deliver(self.loss, gather_info(info, table, self.views, embeddings.device))
+        info = self._look_up(gather_info(info, table, self.views, embeddings.device), len(emb))
+        kwargs = deliver(self.loss, info, optional=_LOOKED_UP)
         return self.loss(emb, labels, indices_tuple, ref_emb, ref_labels, **kwargs)
+
+    def _look_up(self, info: BatchInfo, rows: int) -> BatchInfo:
+        """With ``confidence_table``: the rows of the batch's indices (one per row) as
+        confidences; the indices then reach the loss only if it takes them."""
+        if self.confidence_table is None:
+            return info
+        idx = torch.as_tensor(info.indices).long()
+        if len(idx) != rows:  # one index per image: the same images in every view block
+            idx = idx.repeat(self.views)
+        table = self.confidence_table.to(idx.device)
+        return BatchInfo(info.indices, info.instance_ids, table[idx])
 
     def _global_indices(self, indices_tuple, table, global_labels, num_rows):
         """Global rows for ``indices_tuple`` (see the class docstring), or ValueError."""
