@@ -29,6 +29,7 @@ from noisy_pml.utils.distributed import (
     DistributedMinerWrapper,
     broadcast_confidences,
     distributed_confidence_table,
+    gather_rows,
 )
 
 WORLD, N_DATA, C, D_IN, D, STEPS, BATCH = 2, 16, 4, 6, 4, 3, 8
@@ -192,6 +193,13 @@ def _train(name: str, split: str, rank: int | None = None) -> dict:
 
 # --- the worker: every scenario, then the refusals and the confidence broadcast ----------------
 
+def _gathered_order(rank):
+    """Row tags 100 rank + 10 view + image of a two-view batch (rank 0: 2 images, rank 1: 3)."""
+    images = 2 + rank
+    tags = torch.tensor([100 * rank + 10 * v + i for v in range(2) for i in range(images)])
+    return gather_rows(tags, [4, 6], views=2)
+
+
 def _pml_proxy_grads(rank):
     """PML's own wrapper, for the contrast: proxies get world_size x the gradient."""
     x, _, labels, _ = _data()
@@ -261,6 +269,7 @@ def _worker(rank, init_file, out_dir):
                 out["runs"][name, split] = _train(name, split, rank)
             except Exception as e:  # noqa: BLE001
                 out["runs"][name, split] = f"rank {rank}: {type(e).__name__}: {e}"
+    out["order"] = _gathered_order(rank)
     out["pml_proxy_grad"] = _pml_proxy_grads(rank)
     out["refusals"] = _refusals(rank)
     out["broadcast"] = _broadcast(rank)
@@ -300,6 +309,14 @@ def test_every_rank_matches_one_process_over_three_steps(ranks, name, split):
         _assert_same(got["runs"][name, split]["grads"], want["grads"])
         _assert_same(got["runs"][name, split]["state"], want["state"])  # banks, statistics
         _assert_same(got["runs"][name, split]["params"], want["params"])
+
+
+def test_two_view_batches_are_gathered_view_by_view_in_rank_order(ranks):
+    # [v1 of rank 0; v1 of rank 1; v2 of rank 0; v2 of rank 1], not PML's
+    # [own rank's v1; own v2; other ranks' v1; v2] (issue #13, item 10)
+    want = torch.tensor([0, 1, 100, 101, 102, 10, 11, 110, 111, 112])
+    for got in ranks:
+        assert torch.equal(got["order"], want)
 
 
 def test_pml_wrapper_gives_proxies_world_size_times_the_gradient(ranks):
