@@ -81,7 +81,8 @@ def _epoch_times(rank: int, world: int, method: str, epochs: int) -> list[float]
             idx = perm[step * B:(step + 1) * B][rank * local:(rank + 1) * local]
             inputs = torch.cat([x[idx], x2[idx]]) if views == 2 else x[idx]
             emb = net(inputs)
-            loss.set_batch_info(indices=idx)
+            if method != "proxy_anchor":  # PML's loss takes no per-sample information
+                loss.set_batch_info(indices=idx)
             opt.zero_grad()
             loss(emb, labels[idx].repeat(views)).backward()
             opt.step()

@@ -369,3 +369,42 @@ def test_without_a_process_group_the_wrappers_are_the_plain_components():
     for a, b in zip(got, plain_miner(emb[:8], lab[:8], indices=idx), strict=True):
         assert torch.equal(a, b)
     _assert_same(miner.state_dict(), plain_miner.state_dict())
+
+
+class _NewStyle(torch.nn.Module):
+    def set_batch_info(self, indices=None, instance_ids=None, confidences=None):
+        self.got = {"indices": indices, "instance_ids": instance_ids, "confidences": confidences}
+
+    def forward(self, embeddings, labels):
+        return self.got
+
+
+class _OldStyle(torch.nn.Module):
+    def set_batch_indices(self, indices):
+        self.got = indices
+
+    def forward(self, embeddings, labels):
+        return self.got
+
+
+def test_batch_info_reaches_new_and_old_style_components():
+    from noisy_pml.utils.distributed.batch_info import BatchInfo, deliver
+
+    idx, ids = torch.arange(4), torch.tensor([0, 1, 0, 1])
+    new = _NewStyle()
+    assert deliver(new, BatchInfo(idx, ids)) == {}
+    assert new.got["indices"] is idx and new.got["instance_ids"] is ids
+    ms = _ms("memory")  # set_batch_info(sample_indices=...): the deprecated name
+    emb = 0.1 * torch.randn(8, D, dtype=torch.float64)
+    with pytest.raises(ValueError, match="dataset index"):  # memory scope needs the indices
+        ms(emb, torch.arange(4).repeat(2))
+    deliver(ms, BatchInfo(idx))
+    assert torch.isfinite(ms(emb, torch.arange(4).repeat(2)))
+    assert deliver(PRISMMiner(N_DATA, C), BatchInfo(idx)) == {"indices": idx}  # forward(indices=)
+    old = _OldStyle()
+    assert deliver(old, BatchInfo(idx)) == {} and old.got is idx
+    with pytest.raises(ValueError, match="_OldStyle takes no per-sample instance_ids"):
+        deliver(old, BatchInfo(idx, ids))
+    with pytest.raises(ValueError, match="SmoothProxyAnchorLoss takes no per-sample indices"):
+        _wrapped_call(DistributedLossWrapper(SmoothProxyAnchorLoss(C, D)), torch.randn(4, D),
+                      torch.arange(4), indices=idx)

@@ -12,8 +12,8 @@ from .gather import comm_device, is_distributed
 
 
 def broadcast_tensor(tensor: torch.Tensor | None, src: int = 0) -> torch.Tensor:
-    """``src``'s ``tensor`` on every rank (other ranks pass ``None``), on ``src``'s device type
-    for gloo and on CPU after an NCCL broadcast; without a process group, ``tensor`` itself.
+    """``src``'s ``tensor`` on every rank (other ranks pass ``None``): on CPU, except on ``src``
+    where a gloo broadcast leaves it where it was; without a process group, ``tensor`` itself.
 
     Raises:
         ValueError: ``src`` passed no tensor, or ``src`` is not a rank.

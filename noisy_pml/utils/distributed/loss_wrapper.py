@@ -24,8 +24,6 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from .batch_info import BatchInfo, deliver, gather_header, gather_info, resolve_views
 from .gather import all_gather_ints, comm_device, gather_rows, is_distributed
 
-_LOOKED_UP = ("indices",)  # with confidence_table, indices may stay with the wrapper
-
 
 class GlobalIndices(tuple):
     """An indices tuple over the gathered global batch (what :class:`DistributedMinerWrapper`
@@ -85,6 +83,8 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
                 f"confidence_table must be (N, C), got shape {tuple(confidence_table.shape)}"
             )
         self.confidence_table = confidence_table
+        # with a table the wrapper consumes the indices; the loss gets them only if it takes them
+        self._optional = ("indices",) if confidence_table is not None else ()
         self._pending = BatchInfo()
 
     def set_batch_info(self, indices=None, instance_ids=None, confidences=None,
@@ -109,7 +109,7 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
         elif info.confidences is None and source is not None:
             info.confidences = source()
         if not is_distributed():
-            kwargs = deliver(self.loss, self._look_up(info, len(embeddings)), optional=_LOOKED_UP)
+            kwargs = deliver(self.loss, self._look_up(info, len(embeddings)), self._optional)
             return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels, **kwargs)
         if self.efficient or isinstance(self.loss, pml_dist.CrossBatchMemory):
             if not info.empty() or self.views > 1:
@@ -136,7 +136,7 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
             ref_labels = None if ref_labels is None else gather_rows(ref_labels, ref_rows, 1)
         indices_tuple = self._global_indices(indices_tuple, table, labels, len(emb))
         info = self._look_up(gather_info(info, table, self.views, embeddings.device), len(emb))
-        kwargs = deliver(self.loss, info, optional=_LOOKED_UP)
+        kwargs = deliver(self.loss, info, self._optional)
         return self.loss(emb, labels, indices_tuple, ref_emb, ref_labels, **kwargs)
 
     def _look_up(self, info: BatchInfo, rows: int) -> BatchInfo:
