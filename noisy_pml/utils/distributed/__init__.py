@@ -1,11 +1,11 @@
 """noisy-pml under torch.distributed: wrappers that give every stateful component the global
 batch in the single-process order, and the confidence table broadcast.
 
-- :class:`DistributedLossWrapper` (drop-in for PML's): single-process gradients for the model
+- `DistributedLossWrapper` (drop-in for PML's): single-process gradients for the model
   and the loss's own parameters, views gathered view by view, per-sample information gathered.
-- :class:`DistributedMinerWrapper` (drop-in for PML's): the same for miners (PRISMMiner's bank,
-  NoiseAwarePairMiner); returns :class:`GlobalIndices` for the wrapped loss.
-- :func:`broadcast_confidences` / :func:`distributed_confidence_table`: Smooth Proxy-Anchor's
+- `DistributedMinerWrapper` (drop-in for PML's): the same for miners (PRISMMiner's bank,
+  NoiseAwarePairMiner); returns `GlobalIndices` for the wrapped loss.
+- `broadcast_confidences` / `distributed_confidence_table`: Smooth Proxy-Anchor's
   phase-1 table computed on one rank and broadcast.
 """
 

@@ -125,7 +125,7 @@ def header(info: BatchInfo, rows: int) -> list[int]:
 
 def gather_info(info: BatchInfo, table: torch.Tensor, views: int, device) -> BatchInfo:
     """The global ``BatchInfo`` in the gathered embeddings' order (``table``: every rank's
-    :func:`header`). Per-image fields (length rows / views) are gathered image by image, per-row
+    `header`). Per-image fields (length rows / views) are gathered image by image, per-row
     fields view by view. Raises ValueError, identically on every rank, on inconsistent ranks."""
     rows = table[:, 0].tolist()
     out = BatchInfo()
@@ -155,5 +155,5 @@ def gather_info(info: BatchInfo, table: torch.Tensor, views: int, device) -> Bat
 
 
 def gather_header(info: BatchInfo, embeddings: torch.Tensor) -> torch.Tensor:
-    """Every rank's :func:`header`, as a (W, 8) table."""
+    """Every rank's `header`, as a (W, 8) table."""
     return all_gather_ints(header(info, len(embeddings)), comm_device(embeddings))

@@ -54,7 +54,7 @@ def broadcast_confidences(
 
 
 def distributed_confidence_table(compute: Callable[[], torch.Tensor], src: int = 0):
-    """A :class:`~noisy_pml.trainers.ConfidenceTable` over :func:`broadcast_confidences`."""
+    """A `noisy_pml.trainers.ConfidenceTable` over `broadcast_confidences`."""
     from ...trainers import ConfidenceTable
 
     return ConfidenceTable(broadcast_confidences(compute, src))

@@ -70,7 +70,7 @@ def gather_rows(
 
     Args:
         x: this rank's rows, ``views`` equal blocks stacked along dim 0.
-        lengths: every rank's number of rows (from :func:`all_gather_ints`).
+        lengths: every rank's number of rows (from `all_gather_ints`).
         views: number of stacked view blocks per rank.
         grad_scale: ``None``: no gradient flows (other ranks' rows never carry one); a number:
             the local rows are put back into their slots through an identity whose backward

@@ -9,7 +9,7 @@ times the single-process gradient; two-view batches come out as
 information (dataset indices for a memory bank, confidences) is not gathered at all.
 
 This wrapper gathers in the single-process order on every rank (see
-:mod:`noisy_pml.utils.distributed.gather`), scales only the gradient flowing back into the
+`noisy_pml.utils.distributed.gather`), scales only the gradient flowing back into the
 local embeddings by ``world_size`` and returns the unscaled global-batch loss: model gradients
 (after DDP averaging), the loss's parameters' gradients, the loss value and every bank or
 statistic the loss keeps equal the single-process run on the concatenated batch.
@@ -26,7 +26,7 @@ from .gather import all_gather_ints, comm_device, gather_rows, is_distributed
 
 
 class GlobalIndices(tuple):
-    """An indices tuple over the gathered global batch (what :class:`DistributedMinerWrapper`
+    """An indices tuple over the gathered global batch (what `DistributedMinerWrapper`
     returns), with the number of rows it refers to."""
 
     num_rows: int
@@ -48,18 +48,18 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
       embeddings get ``world_size`` x theirs, which DDP's averaging turns into the
       single-process model gradient; the returned value is the global-batch loss (PML:
       ``world_size`` x it);
-    - per-sample information given through :meth:`set_batch_info` (dataset ``indices``,
+    - per-sample information given through `set_batch_info` (dataset ``indices``,
       ``instance_ids``, ``confidences``), ``forward(confidences=...)`` or the loss's
       ``confidence_source`` is gathered in the same order and handed to the loss, so a memory
       bank is updated with the global batch, identically on every rank;
-    - ``indices_tuple`` must come from :class:`DistributedMinerWrapper` (global rows) or be
+    - ``indices_tuple`` must come from `DistributedMinerWrapper` (global rows) or be
       the cross-view triplets PML's ``TwoStreamMetricLoss`` builds when it has no miner (then
       the global batch's cross-view triplets replace them); local indices of any other origin
       are refused, since they cannot name another rank's rows.
 
     Confidences by index: with ``confidence_table`` (the (N, C) table of
-    :class:`~noisy_pml.trainers.ConfidenceTable`, identical on every rank, see
-    :func:`~noisy_pml.utils.distributed.broadcast_confidences`), only the dataset ``indices``
+    `noisy_pml.trainers.ConfidenceTable`, identical on every rank, see
+    `noisy_pml.utils.distributed.broadcast_confidences`), only the dataset ``indices``
     (``set_batch_info(indices=...)``) are gathered and every rank reads the global batch's rows
     from its own table: ``8 B`` bytes per step instead of ``4 B C`` (PML-sized batches at
     C = 100k classes make the difference between kilobytes and gigabytes).

@@ -13,12 +13,12 @@ class DistributedMinerWrapper(pml_dist.DistributedMinerWrapper):
     """Drop-in for ``pytorch_metric_learning.utils.distributed.DistributedMinerWrapper``.
 
     Every rank gathers the embeddings, labels and per-sample information (dataset ``indices``,
-    ``instance_ids``, ``confidences``, given through :meth:`set_batch_info` or
+    ``instance_ids``, ``confidences``, given through `set_batch_info` or
     ``forward(indices=...)``) into the single-process global batch
     ``[v_1^0; ...; v_1^{W-1}; v_2^0; ...]`` and mines it, so a miner's bank (PRISMMiner) is
     updated with the global batch, identically on every rank. The returned indices refer to the
-    global batch (a :class:`~noisy_pml.utils.distributed.GlobalIndices`): give them to a loss
-    wrapped in :class:`~noisy_pml.utils.distributed.DistributedLossWrapper` with the same
+    global batch (a `noisy_pml.utils.distributed.GlobalIndices`): give them to a loss
+    wrapped in `noisy_pml.utils.distributed.DistributedLossWrapper` with the same
     ``views``, as PML's ``MetricLossOnly`` does.
 
     Mining against ``ref_emb`` is refused under distribution: PML's ``TwoStreamMetricLoss``, the
