@@ -351,6 +351,8 @@ def test_views_contradicting_the_components_own_are_refused():
         DistributedLossWrapper(_ms("batch"), views=1)
     with pytest.raises(ValueError, match="stacks views=2"):
         DistributedMinerWrapper(NoiseAwarePairMiner(), views=3)
+    with pytest.raises(ValueError, match="cannot pair views; got views=2"):
+        DistributedLossWrapper(_ms("memory"), efficient=True)
 
 
 def test_without_a_process_group_the_wrappers_are_the_plain_components():

@@ -78,6 +78,11 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
                  confidence_table: torch.Tensor | None = None):
         super().__init__(loss, efficient)
         self.views = resolve_views(loss, views)
+        if efficient and self.views > 1:
+            raise ValueError(
+                "efficient=True compares local rows with the gathered batch and cannot pair views; "
+                f"got views={self.views}: use efficient=False"
+            )
         if confidence_table is not None and confidence_table.dim() != 2:
             raise ValueError(
                 f"confidence_table must be (N, C), got shape {tuple(confidence_table.shape)}"

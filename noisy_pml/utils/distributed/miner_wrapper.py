@@ -35,6 +35,11 @@ class DistributedMinerWrapper(pml_dist.DistributedMinerWrapper):
     def __init__(self, miner, efficient: bool = False, views: int | None = None):
         super().__init__(miner, efficient)
         self.views = resolve_views(miner, views)
+        if efficient and self.views > 1:
+            raise ValueError(
+                "efficient=True compares local rows with the gathered batch and cannot pair views; "
+                f"got views={self.views}: use efficient=False"
+            )
         self._pending = BatchInfo()
 
     def set_batch_info(self, indices=None, instance_ids=None, confidences=None,
