@@ -110,15 +110,22 @@ def _worker(rank: int, world: int, method: str, epochs: int, tmp: str):
     res = {"times": _epoch_times(rank, world, method, epochs)}
     if world > 1:
         res["gather"] = _gather_time(rank)
+        dist.barrier()  # nobody tears gloo down while the other rank is still in a collective
         dist.destroy_process_group()
     if rank == 0:
         torch.save(res, f"{tmp}/out.pt")
 
 
-def run(world: int, method: str, epochs: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_worker, args=(world, method, epochs, tmp), nprocs=world)
-        return torch.load(os.path.join(tmp, "out.pt"))
+def run(world: int, method: str, epochs: int, attempts: int = 2) -> dict:
+    for attempt in range(attempts):  # a process killed by the shared machine: run again
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                mp.spawn(_worker, args=(world, method, epochs, tmp), nprocs=world)
+                return torch.load(os.path.join(tmp, "out.pt"))
+            except mp.ProcessExitedException as e:
+                if attempt + 1 == attempts:
+                    raise
+                print(f"retrying {method} with {world} process(es) after: {e}", flush=True)
 
 
 def main():
