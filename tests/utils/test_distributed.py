@@ -144,6 +144,16 @@ def _smooth_pa_by_index():
     return [loss], step
 
 
+def _pml_loss_with_ref():
+    """A PML loss called with ref_emb (view 1 as queries, view 2 as references)."""
+    loss = DistributedLossWrapper(ContrastiveLoss(distance=CosineSimilarity()))
+
+    def step(emb, labels, idx, conf):
+        half = len(emb) // 2
+        return loss(emb[:half], labels[:half], None, emb[half:], labels[half:])
+    return [loss], step
+
+
 def _ms(scope):
     return MultiSimilarityStarLoss(scope=scope, num_samples=N_DATA)
 
@@ -164,6 +174,7 @@ COMPONENTS: dict[str, tuple[int, Callable]] = {
     "adaptive_threshold_batch": (2, lambda: _banked_loss(_atl("batch"))),
     "smooth_proxy_anchor": (1, _smooth_pa),
     "smooth_proxy_anchor_table_by_index": (1, _smooth_pa_by_index),
+    "pml_contrastive_with_ref_emb": (2, _pml_loss_with_ref),
 }
 
 
