@@ -110,6 +110,27 @@ def _napm_confidence():
     return _pair_loss_step(miner, loss)
 
 
+def _napm_instance_ids():
+    """Instance ids given explicitly (here each image's dataset index, one per row)."""
+    miner = DistributedMinerWrapper(NoiseAwarePairMiner(margin=0.05, max_drop_fraction=0.3))
+    loss = DistributedLossWrapper(MultiSimilarityLoss(), views=2)
+
+    def step(emb, labels, idx, conf):
+        miner.set_batch_info(instance_ids=idx.repeat(2))
+        return loss(emb, labels, miner(emb, labels))
+    return [miner, loss], step
+
+
+def _ms_instance_ids():
+    """MS* memory scope with per-row indices and explicit instance ids."""
+    loss = DistributedLossWrapper(_ms("memory"))
+
+    def step(emb, labels, idx, conf):
+        loss.set_batch_info(indices=idx.repeat(2), instance_ids=idx.repeat(2))
+        return loss(emb, labels)
+    return [loss], step
+
+
 def _banked_loss(inner, two_stream=False):
     loss = DistributedLossWrapper(inner)
 
@@ -167,7 +188,9 @@ COMPONENTS: dict[str, tuple[int, Callable]] = {
     "prism_miner": (1, _prism),
     "noise_aware_pair_miner_class_stats": (2, _napm_class_stats),
     "noise_aware_pair_miner_confidence": (2, _napm_confidence),
+    "noise_aware_pair_miner_instance_ids": (2, _napm_instance_ids),
     "ms_star_memory": (2, lambda: _banked_loss(_ms("memory"))),
+    "ms_star_memory_instance_ids": (2, _ms_instance_ids),
     "ms_star_batch": (2, lambda: _banked_loss(_ms("batch"))),
     "ms_star_memory_two_stream": (2, lambda: _banked_loss(_ms("memory"), two_stream=True)),
     "adaptive_threshold_memory": (2, lambda: _banked_loss(_atl("memory"))),
