@@ -22,15 +22,15 @@ class DatasetNotFoundError(FileNotFoundError):
 class NoisyLabelDataset(Dataset):
     """Base class: clean and (optionally) noisy labels; items ``(sample, label[, index])``.
 
-    Subclasses load their samples and clean 0-based labels, then call :meth:`_set_labels`;
-    they implement :meth:`load_sample` (the untransformed sample ``idx``).
+    Subclasses load their samples and clean 0-based labels, then call `_set_labels`;
+    they implement [`load_sample`][] (the untransformed sample ``idx``).
 
     Attributes:
         targets: LongTensor (N,), the labels training sees (noisy when ``noise`` is set).
         clean_targets: LongTensor (N,), the true labels.
         noise_mask: BoolTensor (N,), True where ``targets != clean_targets``.
         num_classes: number of classes of the split (labels lie in ``0..num_classes-1``).
-        noise_result: the :class:`~noisy_pml.noise.NoiseResult`, or None when clean.
+        noise_result: the [`NoiseResult`][noisy_pml.noise.NoiseResult], or None when clean.
     """
 
     def __init__(
@@ -112,7 +112,7 @@ class PMLImageDataset(NoisyLabelDataset):
     """An image dataset read through one of ``pytorch_metric_learning.datasets``' classes.
 
     PML reads the official layout and applies its class split with 1-based labels; this class
-    checks the layout first (so a wrong ``root`` gives a :class:`DatasetNotFoundError` saying what
+    checks the layout first (so a wrong ``root`` gives a [`DatasetNotFoundError`][] saying what
     was expected where), remaps labels to ``0..num_classes-1`` within the split, converts images
     to RGB, and injects noise into the train split. Subclasses set:
 

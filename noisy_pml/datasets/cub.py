@@ -18,7 +18,7 @@ class CUB(PMLImageDataset):
         root: folder holding ``CUB_200_2011`` (e.g. ``$NOISY_PML_DATA/cub``).
         split: ``"train"``, ``"test"`` or ``"train+test"``.
         transform: applied to the PIL image.
-        noise: a :class:`~noisy_pml.noise.NoiseRecipe` or its string, train split only.
+        noise: a [`NoiseRecipe`][noisy_pml.noise.NoiseRecipe] or its string, train split only.
         noise_seed: seed of the noise injection.
         return_index: also return the sample index (for memory banks and per-sample weights).
         download: let PML download and extract the official archive into an empty ``root``.

@@ -11,13 +11,15 @@ from .poincare_distance import PoincareDistance
 class PoincareSimilarity(PoincareDistance):
     r"""Bounded "gyro-cosine" similarity of the Poincare ball (inverted: larger = more similar).
 
-    .. math:: s_c(x, y) = 1 - 2\tanh^2\!\big(\sqrt{c}\,d_c(x, y)/2\big) = \frac{1 - A}{1 + A},
-              \qquad A = \frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)}
+    $$
+    s_c(x, y) = 1 - 2\tanh^2\!\big(\sqrt{c}\,d_c(x, y)/2\big) = \frac{1 - A}{1 + A},
+    \qquad A = \frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)}
+    $$
 
     (R) This is the similarity AHSML's thresholds are expressed in. It mirrors the cosine of unit
-    vectors, :math:`\cos = 1 - 2(\|x-y\|/2)^2`, with the half chord replaced by the gyro-norm
-    :math:`\tanh(\sqrt{c}\,d_c/2)`: range (-1, 1], 1 iff x == y, strictly decreasing in
-    :math:`d_c`, so it has the cosine's range and orientation. With the authors' head (unit
+    vectors, $\cos = 1 - 2(\|x-y\|/2)^2$, with the half chord replaced by the gyro-norm
+    $\tanh(\sqrt{c}\,d_c/2)$: range (-1, 1], 1 iff x == y, strictly decreasing in
+    $d_c$, so it has the cosine's range and orientation. With the authors' head (unit
     vectors mapped by exp0) it is a fixed monotone function of the cosine (see
     ``noisy_pml.utils.hyperbolic.dist_from_cosine``); the Euclidean ablation ("hyperbolic off")
     is PML's ``CosineSimilarity``.
@@ -36,7 +38,7 @@ class PoincareSimilarity(PoincareDistance):
     ``benchmarks/results/README.md``: validation classes of CUB and Cars196 chose c = 0.1 / 0.3
     over the authors' c = 1 for AHSML-MS (default kept at the authors' c = 1).
 
-    Args: as :class:`PoincareDistance`.
+    Args: as [`PoincareDistance`][].
     """
 
     @staticmethod

@@ -24,17 +24,17 @@ class AdaptiveThresholdLoss(BaseMetricLossFunction):
 
     Yan et al., "Adaptive Hierarchical Similarity Metric Learning with Noisy Labels", TIP 2023:
     the adaptive strategy "extends to any pair-based metric loss". (R) Each margin of the wrapped
-    loss is shifted on every pair by its threshold's offset from :math:`\gamma`
-    (:math:`T_{ij} - \gamma`, ``T`` from :class:`AdaptiveThresholds`, no gradient), so
+    loss is shifted on every pair by its threshold's offset from $\gamma$
+    ($T_{ij} - \gamma$, ``T`` from [`AdaptiveThresholds`][], no gradient), so
     ``T == gamma`` gives back the wrapped loss exactly; the views of one image (``A``) are
-    positives with the augmentation threshold :math:`M_a`, other same-label pairs get
-    :math:`M_p`, different-label pairs :math:`M_n`:
+    positives with the augmentation threshold $M_a$, other same-label pairs get
+    $M_p$, different-label pairs $M_n$:
 
-    - ``ContrastiveLoss``: :math:`[m_{pos} + T_{ap} - \gamma - s_{ap}]_+` and
-      :math:`[s_{an} - (m_{neg} + T_{an} - \gamma)]_+` (similarities).
+    - ``ContrastiveLoss``: $[m_{pos} + T_{ap} - \gamma - s_{ap}]_+$ and
+      $[s_{an} - (m_{neg} + T_{an} - \gamma)]_+$ (similarities).
     - ``TripletMarginLoss``:
-      :math:`[s_{an} - s_{ap} + m + (T_{ap} - \gamma) - (T_{an} - \gamma)]_+`.
-    - ``MultiSimilarityLoss``: ``base`` becomes the matrix :math:`b + T_{ij} - \gamma`.
+      $[s_{an} - s_{ap} + m + (T_{ap} - \gamma) - (T_{an} - \gamma)]_+$.
+    - ``MultiSimilarityLoss``: ``base`` becomes the matrix $b + T_{ij} - \gamma$.
 
     The wrapped loss stays a genuine PML class (its reducer, regularisers and records are used);
     its tensor margins are aligned with the explicit indices this wrapper passes to it and reset

@@ -14,35 +14,35 @@ from ..utils.class_divergence import AdaptiveThresholds
 class MultiSimilarityStarLoss(BaseMetricLossFunction):
     r"""AHSML's three-term Multi-Similarity loss (Yan et al., IEEE TIP 2023).
 
-    For anchor :math:`i` of a batch of ``N = V * B`` embeddings (V views of B images), with the
+    For anchor $i$ of a batch of ``N = V * B`` embeddings (V views of B images), with the
     masks ``A`` (other views of the same image), ``P`` (same label, other image), ``N`` (other
-    label) and the per-pair thresholds :math:`T` of
-    :class:`~noisy_pml.utils.class_divergence.AdaptiveThresholds` (no gradient):
+    label) and the per-pair thresholds $T$ of
+    [`AdaptiveThresholds`][noisy_pml.utils.class_divergence.AdaptiveThresholds] (no gradient):
 
-    .. math::
-
-        \ell_i = \frac{1}{\alpha}\log\Big(1 + \sum_{j \in A_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
-               + \frac{1}{\alpha}\log\Big(1 + \sum_{j \in P_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
-               + \frac{1}{\beta}\log\Big(1 + \sum_{j \in N_i} e^{\beta(s_{ij} - T_{ij})}\Big)
+    $$
+    \ell_i = \frac{1}{\alpha}\log\Big(1 + \sum_{j \in A_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
+    + \frac{1}{\alpha}\log\Big(1 + \sum_{j \in P_i} e^{-\alpha(s_{ij} - T_{ij})}\Big)
+    + \frac{1}{\beta}\log\Big(1 + \sum_{j \in N_i} e^{\beta(s_{ij} - T_{ij})}\Big)
+    $$
 
     averaged over anchors (``MeanReducer``, as PML's ``MultiSimilarityLoss``). With
     ``delta=0`` and one view it equals ``MultiSimilarityLoss(alpha, beta, base)``.
 
     Args:
-        alpha, beta: MS scales :math:`\rho = 2`, :math:`\sigma = 50` (PML defaults).
-        base: the base threshold :math:`\gamma` (0.5), in the similarity's units.
+        alpha, beta: MS scales $\rho = 2$, $\sigma = 50$ (PML defaults).
+        base: the base threshold $\gamma$ (0.5), in the similarity's units.
         delta, negative, augmentation, scope, num_samples: see ``AdaptiveThresholds``
             (ignored when ``thresholds`` is given).
         views, bank_view, bank_samples_per_class, memory_statistics, refresh_every: see
             ``AdaptiveThresholds`` (ignored when ``thresholds`` is given).
         mining_epsilon: (R) MS hard-pair mining on label pairs: keep a negative if
-            :math:`s_{in} > \min_{P_i} s - \epsilon`, a positive if
-            :math:`s_{ip} < \max_{N_i} s + \epsilon`; ``None`` (default) disables it.
+            $s_{in} > \min_{P_i} s - \epsilon$, a positive if
+            $s_{ip} < \max_{N_i} s + \epsilon$; ``None`` (default) disables it.
         thresholds: a ready ``AdaptiveThresholds`` module.
         distance: a similarity (``is_inverted``); default ``PoincareSimilarity(c=1)``.
             ``CosineSimilarity()`` is the Euclidean ablation ("hyperbolic off").
 
-    Dataset indices for ``scope="memory"`` arrive through :meth:`set_batch_info` (see
+    Dataset indices for ``scope="memory"`` arrive through [`set_batch_info`][] (see
     ``noisy_pml.losses.two_view_batch_getter``). ``indices_tuple`` (a miner's pairs or PML's
     TwoStreamMetricLoss triplets) restricts the pairs; ``ref_emb`` is not supported.
     """
@@ -125,7 +125,7 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
 
 
 def _log1p_sum_exp(values: torch.Tensor, rows: torch.Tensor, n: int) -> torch.Tensor:
-    r"""Per row :math:`\log(1 + \sum_{k: rows_k = i} e^{v_k})` (0 for rows without entries),
+    r"""Per row $\log(1 + \sum_{k: rows_k = i} e^{v_k})$ (0 for rows without entries),
     stabilised by the detached row maximum (the value does not depend on it)."""
     out = values.new_zeros(n)
     if len(values) == 0:

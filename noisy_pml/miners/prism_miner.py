@@ -17,16 +17,18 @@ class PRISMMiner(BaseMiner):
     Instance Selection", CVPR 2021) as a miner: pairs touching a sample judged noisy are dropped.
 
     A memory bank holds the latest (detached) embedding and label of every training sample,
-    indexed by sample id. Class centres :math:`c_k` are the means of the bank's members of class
-    :math:`k`. The clean score of a batch sample :math:`x_i` with (noisy) label :math:`y_i` is
+    indexed by sample id. Class centres $c_k$ are the means of the bank's members of class
+    $k$. The clean score of a batch sample $x_i$ with (noisy) label $y_i$ is
 
-    .. math:: p_i = \frac{\exp(s(x_i, c_{y_i}) / T)}{\sum_k \exp(s(x_i, c_k) / T)}
+    $$
+    p_i = \frac{\exp(s(x_i, c_{y_i}) / T)}{\sum_k \exp(s(x_i, c_k) / T)}
+    $$
 
     (the softmax over class centres, read at the labelled class). A sample is kept when
-    :math:`p_i \ge \tau`, with :math:`\tau` the :math:`r`-quantile of the bank's stored scores
-    and :math:`r` the noise rate:
+    $p_i \ge \tau$, with $\tau$ the $r$-quantile of the bank's stored scores
+    and $r$ the noise rate:
 
-    - ``noise_rate=None`` (default, "adaptive"): :math:`r` is estimated as the fraction of bank
+    - ``noise_rate=None`` (default, "adaptive"): $r$ is estimated as the fraction of bank
       samples whose labelled centre is not among their ``top_k`` most similar centres;
     - ``noise_rate=r``: the known (or assumed) rate, as in PRISM's main experiments.
 
@@ -36,11 +38,11 @@ class PRISMMiner(BaseMiner):
     classes with fewer than ``min_class_size`` bank members, every sample is kept).
 
     Reconstructed choices (R), configurable: the indexed bank (one entry per sample, rather than
-    PRISM's FIFO queue; it makes per-sample scores available as :attr:`scores`), the adaptive
+    PRISM's FIFO queue; it makes per-sample scores available as `scores`), the adaptive
     rate estimate from top-k ranks, ``temperature=1`` and ``warmup=0.5``.
 
-    Sample indices are required: pass ``indices=`` to :meth:`forward`, or, with PML trainers
-    that call ``miner(embeddings, labels)``, call :meth:`set_batch_indices` from the trainer's
+    Sample indices are required: pass ``indices=`` to `forward`, or, with PML trainers
+    that call ``miner(embeddings, labels)``, call [`set_batch_indices`][] from the trainer's
     ``data_and_label_getter``::
 
         def getter(batch):
@@ -104,7 +106,7 @@ class PRISMMiner(BaseMiner):
         return CosineSimilarity()
 
     def set_batch_indices(self, indices: torch.Tensor) -> None:
-        """Give the sample ids of the next batch (consumed by the next :meth:`forward`)."""
+        """Give the sample ids of the next batch (consumed by the next `forward`)."""
         self._pending_indices = torch.as_tensor(indices)
 
     def forward(self, embeddings, labels, ref_emb=None, ref_labels=None, indices=None):

@@ -89,7 +89,7 @@ class RetrievalAccuracyCalculator(pml_acc.AccuracyCalculator):
     raised to ``max(recall_at)`` when classes are smaller than that. Queries whose class has no
     other sample in the reference set are left out of every kNN metric, as PML does for
     precision_at_1.
-    Without faiss, clustering metrics (NMI, AMI) use :class:`SklearnKMeans`.
+    Without faiss, clustering metrics (NMI, AMI) use [`SklearnKMeans`][].
 
     Args:
         recall_at: the K of the R@K metrics (positive integers).

@@ -7,19 +7,21 @@ follow a secondary summary and every reconstructed choice is marked (R) and conf
 A batch holds N = V * B embeddings (V augmented views of B images), their (noisy) labels and the
 instance id of each row (rows of one image share it). Pair masks:
 ``A`` same instance, different row (augmentation pairs); ``P`` same label, different instance;
-``N`` different label. With :math:`s` the loss's similarity (detached), per class ``a``
-(:math:`n_a` members) and class pair ``(a, b)``:
+``N`` different label. With $s$ the loss's similarity (detached), per class ``a``
+($n_a$ members) and class pair ``(a, b)``:
 
-.. math::
+$$
+S_{aa} = \operatorname{mean}_{i \ne j \in a} s_{ij},\qquad
+S_{ab} = \operatorname{mean}_{i \in a, j \in b} s_{ij},\qquad
+\hat S = \delta\,\frac{S - \min S}{\max S - \min S} \in [0, \delta]
+$$
 
-    S_{aa} = \operatorname{mean}_{i \ne j \in a} s_{ij},\qquad
-    S_{ab} = \operatorname{mean}_{i \in a, j \in b} s_{ij},\qquad
-    \hat S = \delta\,\frac{S - \min S}{\max S - \min S} \in [0, \delta]
-
-    M_p(a) = \gamma + \hat S_{aa},\qquad
-    M_n(a, b) = \gamma - \hat S_{ab}\ \text{(literal)}\ \text{or}\
-    \gamma - (\delta - \hat S_{ab})\ \text{("divergence")},\qquad
-    M_a(a) = \min_{(i,j) \in P,\ i \in a} s_{ij}\ \text{(or max)}
+$$
+M_p(a) = \gamma + \hat S_{aa},\qquad
+M_n(a, b) = \gamma - \hat S_{ab}\ \text{(literal)}\ \text{or}\
+\gamma - (\delta - \hat S_{ab})\ \text{("divergence")},\qquad
+M_a(a) = \min_{(i,j) \in P,\ i \in a} s_{ij}\ \text{(or max)}
+$$
 
 The threshold matrix ``T`` takes ``M_a`` on ``A``, ``M_p`` on ``P`` and ``M_n`` on ``N``.
 
@@ -27,7 +29,7 @@ Scope (R): ``"batch"`` takes the pairs of the batch (views of one image excluded
 (default) takes every pair of distinct filled entries of a memory bank holding the latest
 embedding of every training sample, after the batch has been written to it. For a non-cosine
 similarity the bank keeps exact class-pair sums and updates them with the rewritten rows only
-(O(B N D) per step, :class:`EmbeddingMemoryBank`); cosine uses the closed form from class means.
+(O(B N D) per step, [`EmbeddingMemoryBank`][]); cosine uses the closed form from class means.
 """
 
 from __future__ import annotations
@@ -93,9 +95,9 @@ def class_pair_means(
 
 
 def cosine_class_means(emb: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor):
-    r"""Closed form of :func:`class_pair_means` for cosine similarity, from class means of the
-    unit vectors :math:`\mu_a`: :math:`S_{ab} = \mu_a\cdot\mu_b`,
-    :math:`S_{aa} = (n_a\|\mu_a\|^2 - 1)/(n_a - 1)`. O(M D + K^2 D)."""
+    r"""Closed form of [`class_pair_means`][] for cosine similarity, from class means of the
+    unit vectors $\mu_a$: $S_{ab} = \mu_a\cdot\mu_b$,
+    $S_{aa} = (n_a\|\mu_a\|^2 - 1)/(n_a - 1)$. O(M D + K^2 D)."""
     x = torch.nn.functional.normalize(emb, dim=1)
     onehot = (labels[:, None] == classes[None, :]).to(x.dtype)
     n = onehot.sum(0)
@@ -109,7 +111,7 @@ def cosine_class_means(emb: torch.Tensor, labels: torch.Tensor, classes: torch.T
 
 
 def minmax_to_range(x: torch.Tensor, delta: float) -> torch.Tensor:
-    r"""Map the finite entries of ``x`` linearly onto :math:`[0, \delta]` (min-max); NaN entries
+    r"""Map the finite entries of ``x`` linearly onto $[0, \delta]$ (min-max); NaN entries
     and a degenerate range (max == min) map to 0."""
     finite = torch.isfinite(x)
     if not finite.any():
@@ -141,7 +143,7 @@ def distance_key(distance) -> tuple:
 
 
 def _rowsums(distance, z, x, onehot, self_pairs: bool = False) -> torch.Tensor:
-    r""":math:`\sum_j s(z_i, x_j)\,\text{onehot}_{jc}` (float64, ``len(z) x C``) in row blocks
+    r"""$\sum_j s(z_i, x_j)\,\text{onehot}_{jc}$ (float64, ``len(z) x C``) in row blocks
     (one similarity matrix and one matmul per block). ``self_pairs``: ``z`` is ``x``, and the
     pairs ``(i, i)`` are left out."""
     out = torch.zeros(len(z), onehot.shape[1], dtype=torch.float64, device=z.device)
@@ -157,20 +159,22 @@ def _rowsums(distance, z, x, onehot, self_pairs: bool = False) -> torch.Tensor:
 class EmbeddingMemoryBank(torch.nn.Module):
     r"""The latest (detached) embedding and label of every training sample, by dataset index.
 
-    Exact class-pair statistics over the whole bank (:meth:`sync_statistics`,
-    :meth:`pair_statistics`): the bank caches, for one similarity :math:`s`, the sums
-    :math:`\Sigma_{ab} = \sum_{i \ne j,\ y_i = a,\ y_j = b} s(x_i, x_j)` over the filled entries
-    (a C x C float64 matrix over every class in the bank) and the member counts :math:`n_a`;
-    :math:`S_{aa} = \Sigma_{aa} / (n_a(n_a - 1))` and :math:`S_{ab} = \Sigma_{ab} / (n_a n_b)`
+    Exact class-pair statistics over the whole bank ([`sync_statistics`][],
+    [`pair_statistics`][]): the bank caches, for one similarity $s$, the sums
+    $\Sigma_{ab} = \sum_{i \ne j,\ y_i = a,\ y_j = b} s(x_i, x_j)$ over the filled entries
+    (a C x C float64 matrix over every class in the bank) and the member counts $n_a$;
+    $S_{aa} = \Sigma_{aa} / (n_a(n_a - 1))$ and $S_{ab} = \Sigma_{ab} / (n_a n_b)$
     are then the brute-force pair averages over the current bank. With ``track_changes`` a sync
-    applies only the rows :math:`R` written since the previous sync: every changed row's
+    applies only the rows $R$ written since the previous sync: every changed row's
     contribution is subtracted with its old embedding and label and added back with its new one,
 
-    .. math:: \Sigma \mathrel{+}= D(X'_R) - D(X_R),\quad
-              D(Z) = Q_Z^\top s(Z, X_U) P_U + \big(Q_Z^\top s(Z, X_U) P_U\big)^\top
-              + Q_Z^\top s(Z, Z)_{i \ne j} Q_Z
+    $$
+    \Sigma \mathrel{+}= D(X'_R) - D(X_R),\quad
+    D(Z) = Q_Z^\top s(Z, X_U) P_U + \big(Q_Z^\top s(Z, X_U) P_U\big)^\top
+    + Q_Z^\top s(Z, Z)_{i \ne j} Q_Z
+    $$
 
-    (:math:`U` the unchanged rows, :math:`P, Q` one-hot class matrices): one matmul per row
+    ($U$ the unchanged rows, $P, Q$ one-hot class matrices): one matmul per row
     block, O(|R| N D) time and O(block x N) memory. A full rebuild (all pairs, O(N^2 D / 2))
     runs instead when it is cheaper (more than N/2 rows changed), on the first sync, when the
     similarity's settings or parameter values changed (e.g. a learnable curvature), or when the
@@ -340,8 +344,8 @@ class EmbeddingMemoryBank(torch.nn.Module):
         return classes, sums, torch.bincount(slot, minlength=c).double()
 
     def pair_statistics(self, classes: torch.Tensor):
-        """``(intra, inter, n)`` as :func:`class_pair_means` over the whole bank at the last
-        :meth:`sync_statistics` (float64): ``intra[k]`` = mean similarity of distinct member
+        """``(intra, inter, n)`` as [`class_pair_means`][] over the whole bank at the last
+        [`sync_statistics`][] (float64): ``intra[k]`` = mean similarity of distinct member
         pairs of ``classes[k]`` (NaN with fewer than two members), ``inter[k, l]`` = mean over
         member pairs across ``classes[k]`` and ``classes[l]`` (NaN when one has no member; its
         diagonal holds ``intra``), ``n[k]`` = member counts."""
@@ -379,13 +383,13 @@ class AdaptiveThresholds(torch.nn.Module):
     r"""AHSML's adaptive per-pair thresholds (see the module docstring for the formulas).
 
     Args:
-        gamma: base threshold :math:`\gamma` (0.5), in the units of the loss's similarity.
-        delta: range :math:`\delta` of the normalised class statistics (0.2). ``delta=0`` gives
+        gamma: base threshold $\gamma$ (0.5), in the units of the loss's similarity.
+        delta: range $\delta$ of the normalised class statistics (0.2). ``delta=0`` gives
             ``T = gamma`` on every label pair.
-        negative: (R) ``"literal"`` :math:`M_n = \gamma - \hat S_{ab}` (similar classes pushed
-            harder) or ``"divergence"`` :math:`M_n = \gamma - (\delta - \hat S_{ab})`.
+        negative: (R) ``"literal"`` $M_n = \gamma - \hat S_{ab}$ (similar classes pushed
+            harder) or ``"divergence"`` $M_n = \gamma - (\delta - \hat S_{ab})$.
         augmentation: (R) ``"min"`` (literal) or ``"max"`` same-class similarity in the batch as
-            the augmentation threshold :math:`M_a`; :math:`\gamma` for a class without such pairs.
+            the augmentation threshold $M_a$; $\gamma$ for a class without such pairs.
         scope: (R) ``"memory"`` (class statistics over the latest embedding of every training
             sample of the batch's classes; needs ``num_samples`` and the samples' dataset indices)
             or ``"batch"`` (the current batch only, view pairs of one image excluded).
@@ -403,7 +407,7 @@ class AdaptiveThresholds(torch.nn.Module):
             ``"incremental"`` (the default unless ``bank_samples_per_class`` is given) keeps the
             class-pair sums of the whole bank and updates them with the old and new
             contributions of the rows the batch rewrote, O(B N D) per step (see
-            :class:`EmbeddingMemoryBank`); ``"direct"`` compares all bank members of the
+            [`EmbeddingMemoryBank`][]); ``"direct"`` compares all bank members of the
             batch's classes with each other at every step, O((sum_a n_a)^2 D).
         refresh_every: (R) with ``"incremental"``, bring the cached statistics up to date every
             this many calls (1: every step, exact). Larger values use the statistics of the

@@ -8,7 +8,8 @@ single-process gradient. This wrapper instead scales only the gradient flowing b
 local embeddings by ``world_size`` and returns the unscaled global-batch loss: model gradients
 (after DDP averaging) and proxy gradients both equal the single-process run.
 
-It also all-gathers per-sample confidences for :class:`~noisy_pml.losses.SmoothProxyAnchorLoss`
+It also all-gathers per-sample confidences for
+[`SmoothProxyAnchorLoss`][noisy_pml.losses.SmoothProxyAnchorLoss]
 (passed as ``confidences=`` or read from the loss's ``confidence_source``), in the same order as
 the embeddings.
 """
