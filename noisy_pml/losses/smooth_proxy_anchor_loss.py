@@ -28,10 +28,12 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     $S(c)=\sigma(k(c-\mu))$:
 
     $$
-    L = \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1+\sum_{x\in X_p^+}
-    S(c(x,p))\,e^{-\alpha(s(x,p)-\delta)}\Big)
-    + \frac{1}{|P|}\sum_{p\in P}\log\Big(1+\sum_{x\in X_p^-}
+    \begin{aligned}
+    L = {} & \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1+\sum_{x\in X_p^+}
+    S(c(x,p))\,e^{-\alpha(s(x,p)-\delta)}\Big) \\
+    & + \frac{1}{|P|}\sum_{p\in P}\log\Big(1+\sum_{x\in X_p^-}
     (1-S(c(x,p)))\,e^{\alpha(s(x,p)+\delta)}\Big)
+    \end{aligned}
     $$
 
     Every weight enters the exponent as its logarithm (log 0 = -inf), so a weight of exactly 0
