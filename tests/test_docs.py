@@ -91,7 +91,8 @@ CDN = re.compile(
 # anything a page loads by itself: scripts, stylesheets, preconnects, images, fonts, imports
 REMOTE_LOAD = re.compile(
     r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']?(?:https?:)?//"
-    r"|<link\b[^>]*\bhref=[\"']?(?:https?:)?//"
+    r"|<link\b(?=[^>]*\brel=[\"']?(?:stylesheet|preconnect|preload|modulepreload|dns-prefetch|icon))"
+    r"[^>]*\bhref=[\"']?(?:https?:)?//"
     r"|@import\s+(?:url\()?[\"']?(?:https?:)?//|url\([\"']?(?:https?:)?//|import\([\"']https?://",
     re.I,
 )
@@ -111,7 +112,9 @@ def test_remote_load_pattern_catches_cdn_tags():
     assert REMOTE_LOAD.search('<script src="https://unpkg.com/mathjax@3/es5/tex-mml-chtml.js">')
     assert REMOTE_LOAD.search('<link rel="preconnect" href="https://fonts.gstatic.com">')
     assert REMOTE_LOAD.search("@import url(https://fonts.googleapis.com/css?family=Roboto)")
+    assert REMOTE_LOAD.search('<link href="https://cdn.example.org/x.css" rel="stylesheet">')
     assert not REMOTE_LOAD.search('<a href="https://github.com/noisy-pml/noisy-pml">')
+    assert not REMOTE_LOAD.search('<link rel="canonical" href="https://noisy-pml.github.io/">')
     assert not REMOTE_LOAD.search('<script src="../assets/mathjax/tex-mml-chtml.js">')
 
 
@@ -152,6 +155,17 @@ def test_notebooks_are_rendered_with_their_committed_outputs(site):
         assert "jp-Notebook" in html and "jp-OutputArea-output" in html, nb.name
     results = (site / "examples" / "04_benchmark_results" / "index.html").read_text()
     assert "data:image/png;base64" in results  # the committed plots, not a re-execution
+
+
+def test_results_page_renders_the_committed_plots_and_claims_tables(site):
+    page = (site / "results" / "index.html").read_text()
+    assert "<!-- claims:" not in page
+    tables = re.findall(r"<table>.*?</table>", page, re.S)
+    assert len(tables) == 3 and all("Smooth PA vs Proxy-Anchor" in t for t in tables)
+    images = re.findall(r'<img[^>]*src="([^"]+r1_vs_noise\.png)"', page)
+    assert len(images) == 3
+    for src in images:
+        assert (site / "results" / src).resolve().is_file(), src
 
 
 def test_formulas_typeset_in_a_headless_browser(site):
