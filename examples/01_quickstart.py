@@ -72,7 +72,7 @@ from noisy_pml.utils.noise_diagnostics import label_noise_scores, noise_detectio
 conf_module = ConfidenceModule(in_features=64, num_classes=train.num_classes, hidden=128)
 bce = ConfidenceBCELoss(train.num_classes)
 opt = torch.optim.Adam(conf_module.parameters(), lr=1e-3)
-for _ in range(10 if QUICK else 20):
+for _ in range(4 if QUICK else 20):
     for idx in torch.randperm(len(x_train)).split(64):
         loss = bce(conf_module(x_train[idx]), y_noisy[idx])
         opt.zero_grad()
@@ -116,7 +116,7 @@ def train_embedding(use_confidences, epochs, seed=0):
         return evaluate_retrieval(embedder(x_test), y_test)
 
 
-epochs = 10 if QUICK else 30
+epochs = 4 if QUICK else 30
 seeds = [0] if QUICK else [0, 1, 2]
 for name, use in [("Proxy-Anchor", False), ("Smooth Proxy-Anchor", True)]:
     runs = [train_embedding(use, epochs, s) for s in seeds]
@@ -152,7 +152,7 @@ loss_fn = TripletMarginLoss(margin=0.2, distance=distance)
 miner = TripletMarginMiner(margin=0.2, distance=distance, type_of_triplets="semihard")
 opt = torch.optim.Adam(head.parameters(), lr=1e-3)
 clean = train.clean_targets  # this part trains on clean labels
-for _ in range(10 if QUICK else 30):
+for _ in range(4 if QUICK else 30):
     for idx in torch.randperm(len(x_train)).split(64):
         z = head(x_train[idx])
         loss = loss_fn(z, clean[idx], miner(z, clean[idx]))
