@@ -185,3 +185,10 @@ def test_formulas_typeset_in_a_headless_browser(site):
             marked = dom.count('class="arithmatex"')
             assert typeset >= marked > 0, f"{page}: {typeset} of {marked} formulas typeset"
             assert "<mjx-merror" not in dom, f"{page}: MathJax reported a TeX error"
+
+
+def test_readme_links_are_absolute_so_they_work_on_pypi():
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme) + re.findall(r'(?:src|href)="([^"]+)"', readme)
+    relative = [t for t in targets if not re.match(r"https?://|mailto:|#", t)]
+    assert targets and not relative, f"relative links in README.md (broken on PyPI): {relative}"
