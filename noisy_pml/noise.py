@@ -1,16 +1,16 @@
 """Seeded, reproducible label-noise injection for the training split of a metric-learning dataset.
 
-Three protocols, each returning a :class:`NoiseResult` (noisy labels, the mask of changed samples
+Three protocols, each returning a [`NoiseResult`][] (noisy labels, the mask of changed samples
 and the achieved fraction of changed samples):
 
-- :func:`symmetric_noise`: exactly ``round(rate * N)`` samples, drawn uniformly without
+- [`symmetric_noise`][]: exactly ``round(rate * N)`` samples, drawn uniformly without
   replacement, get a different class drawn uniformly from the other classes present in ``labels``.
-- :func:`small_cluster_noise`: PRISM's "small-cluster" noise (Liu et al., *Noise-resistant Deep
+- [`small_cluster_noise`][]: PRISM's "small-cluster" noise (Liu et al., *Noise-resistant Deep
   Metric Learning with Ranking-based Instance Selection*, CVPR 2021): ``round(rate * C)`` classes
   are broken into small clusters of about 15-35 samples and each cluster is relabelled, as a
   whole, as one of the remaining classes. Mislabelled samples then form coherent groups, the kind
   of noise web-crawled data shows and that uniform flips do not imitate.
-- :func:`pair_flip_noise`: the asymmetric "pair flip" of the noisy-label classification
+- [`pair_flip_noise`][]: the asymmetric "pair flip" of the noisy-label classification
   literature: every class ``c`` has a fixed partner ``pi(c) != c`` and ``round(rate * n_c)`` of its
   ``n_c`` samples are relabelled ``pi(c)``.
 
@@ -18,8 +18,8 @@ Noise never leaves the classes present in ``labels`` (the training classes), so 
 a class-disjoint benchmark is never touched; class ids absent from ``labels`` (empty classes) are
 never produced. ``round`` is Python's (half to even) throughout.
 
-:class:`NoiseRecipe` names a protocol and rate as a short string (``"symmetric:0.2"``) for configs
-and cache keys; :func:`apply_noise` dispatches on it.
+[`NoiseRecipe`][] names a protocol and rate as a short string (``"symmetric:0.2"``) for configs
+and cache keys; [`apply_noise`][] dispatches on it.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class NoiseResult:
 class NoiseRecipe:
     """A noise protocol and its rate, written ``"<kind>:<rate>"`` or ``"clean"``.
 
-    ``kind`` is one of :data:`NOISE_KINDS`. ``str(recipe)`` round-trips through :meth:`parse` and is
+    ``kind`` is one of `NOISE_KINDS`. ``str(recipe)`` round-trips through [`parse`][] and is
     ``"clean"`` whenever the rate is 0, so equal settings give equal cache keys.
     """
 
@@ -102,7 +102,7 @@ class NoiseRecipe:
     def parse(cls, text: NoiseRecipe | str | None) -> NoiseRecipe:
         """Parse ``"clean"``, ``"symmetric:0.2"``, ``"small_cluster:0.25"``, ``"pair_flip:0.2"``.
 
-        ``None`` and an existing :class:`NoiseRecipe` are accepted too (``None`` means clean).
+        ``None`` and an existing [`NoiseRecipe`][] are accepted too (``None`` means clean).
         """
         if text is None:
             return cls("clean", 0.0)
@@ -293,7 +293,7 @@ def small_cluster_noise(
     broken class is split into clusters of ``cluster_size[0]..cluster_size[1]`` samples and every
     cluster, as a whole, receives one class drawn uniformly (independently per cluster) from the
     K - round(rate * K) unbroken classes. The achieved *sample* rate, reported in
-    :attr:`NoiseResult.rate`, equals the share of samples held by the broken classes; with balanced
+    `NoiseResult.rate`, equals the share of samples held by the broken classes; with balanced
     classes (CUB, Cars196) it is close to ``rate``, so the papers' "25% / 50% small-cluster noise"
     reads the same either way.
 
@@ -358,7 +358,7 @@ def small_cluster_noise(
 
 
 def pair_flip_mapping(classes: Sequence[int], seed: int = 0) -> dict[int, int]:
-    """The fixed class -> partner map of :func:`pair_flip_noise` (no class maps to itself).
+    """The fixed class -> partner map of [`pair_flip_noise`][] (no class maps to itself).
 
     A seeded permutation ``p`` of the classes is read as one cycle: ``p[i] -> p[(i + 1) % K]``.
     """
@@ -377,7 +377,7 @@ def pair_flip_noise(
 ) -> NoiseResult:
     """Pair-flip (asymmetric) noise: ``round(rate * n_c)`` samples of each class c become ``pi(c)``.
 
-    ``pi`` is :func:`pair_flip_mapping` of the classes present in ``labels`` (a seeded single
+    ``pi`` is [`pair_flip_mapping`][] of the classes present in ``labels`` (a seeded single
     cycle, hence no fixed point); the flipped samples of each class are drawn uniformly without
     replacement. The achieved overall rate is ``sum_c round(rate * n_c) / N``.
     """
@@ -402,7 +402,7 @@ def apply_noise(
     features: torch.Tensor | np.ndarray | None = None,
     num_classes: int | None = None,
 ) -> NoiseResult:
-    """Apply a :class:`NoiseRecipe` (or its string) to ``labels``; ``"clean"`` changes nothing.
+    """Apply a [`NoiseRecipe`][] (or its string) to ``labels``; ``"clean"`` changes nothing.
 
     ``features`` is used by ``small_cluster`` only (k-means clusters); ``num_classes`` validates
     the label range.

@@ -1,7 +1,7 @@
 """Benchmark methods: an embedding head + a loss (+ miner) trained on cached backbone features.
 
 Every method is registered by name with its default hyperparameters (see
-:mod:`noisy_pml.bench.registry`). A method object exposes
+[`noisy_pml.bench.registry`][]). A method object exposes
 
 - ``param_groups()``: optimiser parameter groups (head; loss parameters such as proxies);
 - ``prepare(train)``: optional first phase (Smooth Proxy-Anchor's confidence module);

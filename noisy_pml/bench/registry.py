@@ -39,7 +39,7 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def check_protocol(protocol: str) -> str:
-    """``protocol`` if it is one of :data:`PROTOCOLS`, else a clear error."""
+    """``protocol`` if it is one of `PROTOCOLS`, else a clear error."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     return protocol
@@ -71,7 +71,7 @@ class MethodSpec:
         return True
 
     def defaults_for(self, protocol: str = "frozen") -> dict[str, Any]:
-        """The method's defaults plus those the ``protocol`` adds (:data:`PROTOCOL_DEFAULTS`)."""
+        """The method's defaults plus those the ``protocol`` adds (`PROTOCOL_DEFAULTS`)."""
         return {**self.defaults, **PROTOCOL_DEFAULTS[check_protocol(protocol)]}
 
     def config(
@@ -136,7 +136,7 @@ def register_method(
 
 
 def get_method(name: str) -> MethodSpec:
-    """The registered :class:`MethodSpec` called ``name`` (clear error listing the choices)."""
+    """The registered [`MethodSpec`][] called ``name`` (clear error listing the choices)."""
     _ensure_methods_loaded()
     spec = METHODS[name]
     if not spec.available():

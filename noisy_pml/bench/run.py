@@ -48,7 +48,7 @@ class DataSpec:
         check_protocol(self.protocol)
 
     def as_dict(self) -> dict[str, Any]:
-        """What identifies the data of a run (part of :func:`run_key`). The finetune protocol
+        """What identifies the data of a run (part of [`run_key`][]). The finetune protocol
         draws fresh augmentations on the fly, so the cached-view settings are left out."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         if self.protocol == "finetune":
@@ -209,7 +209,7 @@ def prepare_data(
     """Features for one evaluation mode.
 
     With ``spec.protocol == "finetune"`` the result is a
-    :class:`~noisy_pml.bench.finetune.ImageData` (images, plus frozen backbone features of the
+    `ImageData` (images, plus frozen backbone features of the
     training images for the head's initialisation and Smooth PA's phase 1).
 
     ``mode="test"``: train on every training class, evaluate on the test classes.
@@ -378,8 +378,8 @@ def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> di
 def run_one(data, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one method on one noisy copy of the training labels; evaluate retrieval.
 
-    ``data`` from :func:`prepare_data`: cached features (frozen protocol) or images
-    (:class:`~noisy_pml.bench.finetune.ImageData`, finetune protocol).
+    ``data`` from [`prepare_data`][]: cached features (frozen protocol) or images
+    (`ImageData`, finetune protocol).
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
@@ -462,9 +462,9 @@ def run_grid(
     cfg_for: Any = None,
     val_classes: int = 20,
 ) -> list[dict[str, Any]]:
-    """Run every :class:`RunSpec` not finished yet; append each result to ``results.jsonl``.
+    """Run every `RunSpec` not finished yet; append each result to ``results.jsonl``.
 
-    A run is identified by :func:`run_key` (data spec, method, resolved hyperparameters, noise,
+    A run is identified by [`run_key`][] (data spec, method, resolved hyperparameters, noise,
     seed, mode): an interrupted grid started again skips the runs already in the file.
     ``cfg_for(run) -> dict`` may supply resolved hyperparameters (e.g. those chosen on the
     validation classes); by default the method's defaults updated by ``run.overrides``.

@@ -23,7 +23,7 @@ class DatasetCorruptError(ValueError):
     """A dataset's files are present but malformed: a label file, or images that do not decode.
 
     Raised when a dataset is opened (label files are validated on load) and by
-    :meth:`NoisyLabelDataset.verify`; the message names the file (and line) at fault.
+    [`NoisyLabelDataset.verify`][]; the message names the file (and line) at fault.
     """
 
 
@@ -87,15 +87,15 @@ def truncation_hint(path: str) -> str:
 class NoisyLabelDataset(Dataset):
     """Base class: clean and (optionally) noisy labels; items ``(sample, label[, index])``.
 
-    Subclasses load their samples and clean 0-based labels, then call :meth:`_set_labels`;
-    they implement :meth:`load_sample` (the untransformed sample ``idx``).
+    Subclasses load their samples and clean 0-based labels, then call `_set_labels`;
+    they implement [`load_sample`][] (the untransformed sample ``idx``).
 
     Attributes:
         targets: LongTensor (N,), the labels training sees (noisy when ``noise`` is set).
         clean_targets: LongTensor (N,), the true labels.
         noise_mask: BoolTensor (N,), True where ``targets != clean_targets``.
         num_classes: number of classes of the split (labels lie in ``0..num_classes-1``).
-        noise_result: the :class:`~noisy_pml.noise.NoiseResult`, or None when clean.
+        noise_result: the [`NoiseResult`][noisy_pml.noise.NoiseResult], or None when clean.
     """
 
     def __init__(
@@ -172,7 +172,7 @@ class NoisyLabelDataset(Dataset):
         Cost: one decode per sample (about a minute for CUB's 11,788 images on one core).
 
         Args:
-            raise_on_error: raise :class:`DatasetCorruptError` when some sample fails.
+            raise_on_error: raise [`DatasetCorruptError`][] when some sample fails.
             max_listed: how many bad files the error message lists (all are returned).
 
         Returns:
@@ -214,7 +214,7 @@ class PMLImageDataset(NoisyLabelDataset):
     """An image dataset read through one of ``pytorch_metric_learning.datasets``' classes.
 
     PML reads the official layout and applies its class split with 1-based labels; this class
-    checks the layout first (so a wrong ``root`` gives a :class:`DatasetNotFoundError` saying what
+    checks the layout first (so a wrong ``root`` gives a [`DatasetNotFoundError`][] saying what
     was expected where), remaps labels to ``0..num_classes-1`` within the split, converts images
     to RGB, and injects noise into the train split. Subclasses set:
 
@@ -223,10 +223,10 @@ class PMLImageDataset(NoisyLabelDataset):
     - ``_num_classes``: number of classes of each split;
     - ``_required``: files under ``root`` that must exist, and ``_layout_hint``;
     - ``_validate_label_files``: checks the index/label files before PML reads them (raising
-      :class:`DatasetCorruptError` naming the file and line).
+      [`DatasetCorruptError`][] naming the file and line).
 
     Every listed image must exist on disk (checked on load: a stat per image). ``verify=True``
-    also decodes every image once on load (:meth:`verify`).
+    also decodes every image once on load ([`verify`][]).
     """
 
     _pml_name: str = ""
@@ -283,7 +283,7 @@ class PMLImageDataset(NoisyLabelDataset):
             self.verify()
 
     def _validate_label_files(self) -> None:
-        """Check the index/label files (subclasses); raise :class:`DatasetCorruptError`."""
+        """Check the index/label files (subclasses); raise [`DatasetCorruptError`][]."""
 
     def _check_images_exist(self) -> None:
         """Every listed image is on disk (a stat each; a wrong label puts a path in the wrong
@@ -309,7 +309,7 @@ class PMLImageDataset(NoisyLabelDataset):
                 raise DatasetNotFoundError(f"{path} not found: {self._layout_hint}")
 
     def load_sample(self, idx: int) -> Any:
-        """The RGB PIL image ``idx``; :class:`CorruptImageError` names the file if it fails."""
+        """The RGB PIL image ``idx``; [`CorruptImageError`][] names the file if it fails."""
         from PIL import Image  # pillow ships with the `bench` extra (torchvision needs it)
 
         path = self.img_paths[idx]

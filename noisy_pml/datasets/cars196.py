@@ -23,7 +23,7 @@ class Cars196(PMLImageDataset):
     train and test halves before applying the class split (with the full dataset: 8,054 train and
     8,131 test images; with only the official training half, 4,052 and 4,092).
 
-    Args: as :class:`~noisy_pml.datasets.CUB`, with ``root`` the folder holding ``names.csv``
+    Args: as [`CUB`][noisy_pml.datasets.CUB], with ``root`` the folder holding ``names.csv``
     (e.g. ``$NOISY_PML_DATA/cars196``).
 
     Raises:

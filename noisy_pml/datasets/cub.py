@@ -21,12 +21,12 @@ class CUB(PMLImageDataset):
         root: folder holding ``CUB_200_2011`` (e.g. ``$NOISY_PML_DATA/cub``).
         split: ``"train"``, ``"test"`` or ``"train+test"``.
         transform: applied to the PIL image.
-        noise: a :class:`~noisy_pml.noise.NoiseRecipe` or its string, train split only.
+        noise: a [`NoiseRecipe`][noisy_pml.noise.NoiseRecipe] or its string, train split only.
         noise_seed: seed of the noise injection.
         return_index: also return the sample index (for memory banks and per-sample weights).
         download: let PML download and extract the official archive into an empty ``root``.
         noise_features: optional (N, D) features for small-cluster noise's k-means clusters.
-        verify: decode every image once on load and name the unreadable files (:meth:`verify`).
+        verify: decode every image once on load and name the unreadable files ([`verify`][]).
 
     Raises:
         DatasetNotFoundError: ``root`` lacks the layout, or listed images are missing.

@@ -37,5 +37,5 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`get_dataset`."""
+    """Names accepted by [`get_dataset`][]."""
     return sorted(DATASETS)

@@ -4,7 +4,7 @@ torchvision is imported inside the functions: it ships with the ``bench`` extra,
 core package, so ``noisy_pml.datasets`` imports without it.
 
 ``mean`` / ``std`` default to the ImageNet statistics of torchvision backbones. EfficientNet-Lite
-expects ``(x - 127) / 128`` on 0-255 pixels, i.e. :data:`LITE_MEAN` / :data:`LITE_STD` here.
+expects ``(x - 127) / 128`` on 0-255 pixels, i.e. `LITE_MEAN` / `LITE_STD` here.
 """
 
 from __future__ import annotations

@@ -15,12 +15,12 @@ class TwoViewDataset(Dataset):
     """Wrap a dataset so that item ``i`` is ``(weak_view, strong_view, label, i)``.
 
     Both views are computed from the same *untransformed* sample: for noisy-pml datasets the
-    base's own ``transform`` is bypassed (its :meth:`load_sample` is used); for any other dataset
+    base's own ``transform`` is bypassed (its `load_sample` is used); for any other dataset
     ``base[i][0]`` is used, so give it no transform. ``label`` is the training label
     (``base.targets[i]``, noisy when the base has noise). ``targets``, ``clean_targets``,
     ``noise_mask`` and ``num_classes`` are forwarded from the base.
 
-    See :func:`noisy_pml.datasets.transforms.weak_transform` and ``strong_transform`` for defaults.
+    See [`noisy_pml.datasets.transforms.weak_transform`][] and ``strong_transform`` for defaults.
     """
 
     def __init__(self, base: Dataset, weak_transform: Callable, strong_transform: Callable) -> None:

@@ -11,14 +11,16 @@ from ..utils import hyperbolic as hyp
 class PoincareDistance(BaseDistance):
     r"""Poincare-ball distance (not inverted: smaller means more similar).
 
-    .. math:: d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}
-              \sqrt{\frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)}}
+    $$
+    d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}
+    \sqrt{\frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)}}
+    $$
 
     Works wherever PML accepts a non-cosine distance: ContrastiveLoss, TripletMarginLoss,
     MultiSimilarityLoss, NTXentLoss, SupConLoss, the miners, and the testers through
     ``AccuracyCalculator(knn_func=CustomKNN(PoincareDistance(...)))``.
 
-    Embeddings must already lie inside the ball (e.g. from :class:`noisy_pml.models.PoincareHead`);
+    Embeddings must already lie inside the ball (e.g. from [`noisy_pml.models.PoincareHead`][]);
     they are never L2-normalised (that would put them on the boundary, at infinite distance), and
     points outside the ball raise ``ValueError``. Matrices take one matmul: O(N M) memory, no
     N x M x D broadcast; self-distance matrices have an exact zero diagonal.

@@ -45,15 +45,18 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     C. Roig, D. Varas, I. Masuda, J. C. Riveiro, E. Bou-Balust, "Smooth Proxy-Anchor Loss for
     Noisy Metric Learning", arXiv:2006.05142 (2020); base loss: Kim et al., "Proxy Anchor Loss for
-    Deep Metric Learning", CVPR 2020. With :math:`s(x,p)` the similarity of sample :math:`x` to
-    proxy :math:`p`, confidences :math:`c(x,p)\in[0,1]` and the smoothing
-    :math:`S(c)=\sigma(k(c-\mu))`:
+    Deep Metric Learning", CVPR 2020. With $s(x,p)$ the similarity of sample $x$ to
+    proxy $p$, confidences $c(x,p)\in[0,1]$ and the smoothing
+    $S(c)=\sigma(k(c-\mu))$:
 
-    .. math::
-        L = \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1+\sum_{x\in X_p^+}
-              S(c(x,p))\,e^{-\alpha(s(x,p)-\delta)}\Big)
-          + \frac{1}{|P|}\sum_{p\in P}\log\Big(1+\sum_{x\in X_p^-}
-              (1-S(c(x,p)))\,e^{\alpha(s(x,p)+\delta)}\Big)
+    $$
+    \begin{aligned}
+    L = {} & \frac{1}{|P^+|}\sum_{p\in P^+}\log\Big(1+\sum_{x\in X_p^+}
+    S(c(x,p))\,e^{-\alpha(s(x,p)-\delta)}\Big) \\
+    & + \frac{1}{|P|}\sum_{p\in P}\log\Big(1+\sum_{x\in X_p^-}
+    (1-S(c(x,p)))\,e^{\alpha(s(x,p)+\delta)}\Big)
+    \end{aligned}
+    $$
 
     Every weight enters the exponent as its logarithm (log 0 = -inf), so a weight of exactly 0
     (a hard step, ``smoothing_sharpness=inf``) removes its term exactly. Reconstructed choices
@@ -65,10 +68,10 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
       benchmarks/results/README.md); the spec's first reconstruction was 0.5, which with one-vs-all
       BCE confidences over many classes selects almost no positives. With a calibrated,
       softmax-like confidence source a higher mu may suit.
-    * (R) ``positive_set="confidence"`` (relabelling): :math:`X_p^+=\{x: c(x,p)\ge\tau\}` with
+    * (R) ``positive_set="confidence"`` (relabelling): $X_p^+=\{x: c(x,p)\ge\tau\}$ with
       ``positive_threshold`` tau = mu, so a sample may be positive for another class than its
-      noisy label, or for none; ``"labels"``: :math:`X_p^+` = samples labelled p.
-      :math:`X_p^-` is every other sample. :math:`P^+` counts proxies with at least one positive
+      noisy label, or for none; ``"labels"``: $X_p^+$ = samples labelled p.
+      $X_p^-$ is every other sample. $P^+$ counts proxies with at least one positive
       of non-zero weight, after selection.
     * (R) ``weighted_negatives=True`` uses the weight ``1 - S(c)``; ``False`` uses 1.
     * Confidences come from a frozen module: no gradient flows into them.
@@ -79,7 +82,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
 
     Confidences reach the loss either directly, ``loss(embeddings, labels, confidences=c)`` with
     ``c`` of shape (B, C), or through ``confidence_source``: a callable returning the current
-    batch's (B, C) confidences (e.g. :class:`noisy_pml.trainers.ConfidenceTable`, which learns the
+    batch's (B, C) confidences (e.g. [`noisy_pml.trainers.ConfidenceTable`][], which learns the
     batch's sample indices from a PML trainer's ``data_and_label_getter``).
 
     The positive term touches only the sparse positive pairs; the negative term uses a single

@@ -25,15 +25,15 @@ class NoiseAwarePairMiner(BaseMiner):
     r"""All pairs of the batch, minus those whose anchor or partner looks mislabelled.
 
     (R) In the spirit of AHSML's class-wise statistics (Yan et al., TIP 2023), a sample
-    :math:`i` of labelled class :math:`y_i` is suspect when
+    $i$ of labelled class $y_i$ is suspect when
 
     - ``criterion="class_stats"``: its mean similarity to the other images of its own class in
       the batch falls below its mean similarity to the closest other class by more than
-      ``margin``: :math:`\bar s_{i,y_i} - \max_{b \ne y_i} \bar s_{i,b} < -\text{margin}`
+      ``margin``: $\bar s_{i,y_i} - \max_{b \ne y_i} \bar s_{i,b} < -\text{margin}$
       (scores averaged over the views of one image; needs at least ``min_class_size - 1`` other
       images of its class, otherwise the sample is kept);
     - ``criterion="confidence"``: its clean-label confidence (``set_batch_info(confidences=...)``
-      per image or row, or a per-dataset table from :meth:`set_sample_confidences` looked up by
+      per image or row, or a per-dataset table from [`set_sample_confidences`][] looked up by
       the sample indices) is below ``confidence_threshold``.
 
     At most ``max_drop_fraction`` of the images are dropped (the most suspect first). Returns

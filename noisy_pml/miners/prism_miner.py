@@ -36,7 +36,7 @@ class PRISMMiner(BaseMiner):
     $p_i \ge \tau$, with $\tau$ the $r$-quantile of the bank's stored scores and $r$ the noise
     rate:
 
-    - ``noise_rate=None`` (default, "adaptive"): :math:`r` is estimated as the fraction of bank
+    - ``noise_rate=None`` (default, "adaptive"): $r$ is estimated as the fraction of bank
       samples whose labelled centre is not among their ``top_k`` most similar centres;
     - ``noise_rate=r``: the known (or assumed) rate, as in PRISM's main experiments.
 
@@ -46,7 +46,7 @@ class PRISMMiner(BaseMiner):
     classes with fewer than ``min_class_size`` bank members, every sample is kept).
 
     Reconstructed choices (R), configurable: the indexed bank (one entry per sample, rather than
-    PRISM's FIFO queue; it makes per-sample scores available as :attr:`scores`), the adaptive
+    PRISM's FIFO queue; it makes per-sample scores available as `scores`), the adaptive
     rate estimate from top-k ranks, ``temperature=1`` and ``warmup=0.5``.
 
     Sample indices are required: pass `indices=` to `forward`, or, with PML trainers that call

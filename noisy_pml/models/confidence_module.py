@@ -12,9 +12,9 @@ class ConfidenceModule(torch.nn.Module):
     r"""Phase-1 head on frozen backbone features: one sigmoid confidence per class.
 
     C. Roig et al., "Smooth Proxy-Anchor Loss for Noisy Metric Learning", arXiv:2006.05142.
-    ``forward`` returns logits :math:`z\in\mathbb{R}^{C}`; the confidences are
-    :math:`c(x, p) = \sigma(z_p)` (``confidences``). Trained with binary cross-entropy against
-    the one-hot noisy label (:class:`ConfidenceBCELoss`), so classes do not compete (not a softmax).
+    ``forward`` returns logits $z\in\mathbb{R}^{C}$; the confidences are
+    $c(x, p) = \sigma(z_p)$ (``confidences``). Trained with binary cross-entropy against
+    the one-hot noisy label ([`ConfidenceBCELoss`][]), so classes do not compete (not a softmax).
 
     (R) architecture: ``Linear(in_features, hidden) -> ReLU -> Dropout(dropout) ->
     Linear(hidden, num_classes)`` with hidden = 512; ``hidden=None`` is a single Linear.
@@ -66,8 +66,8 @@ class ConfidenceModule(torch.nn.Module):
 class ConfidenceBCELoss(torch.nn.Module):
     r"""Binary cross-entropy of confidence logits against the one-hot (noisy) labels.
 
-    :math:`L = -\frac{1}{BC}\sum_{x,p} y_{xp}\log\sigma(z_{xp}) + (1-y_{xp})\log(1-\sigma(z_{xp}))`
-    with :math:`y = \mathrm{onehot}(label)`; the phase-1 ``classifier_loss`` of a PML trainer.
+    $L = -\frac{1}{BC}\sum_{x,p} y_{xp}\log\sigma(z_{xp}) + (1-y_{xp})\log(1-\sigma(z_{xp}))$
+    with $y = \mathrm{onehot}(label)$; the phase-1 ``classifier_loss`` of a PML trainer.
     """
 
     def __init__(self, num_classes: int):

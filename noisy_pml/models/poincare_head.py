@@ -21,10 +21,10 @@ class PoincareHead(torch.nn.Module):
     r"""Linear layer followed by the exponential map at the origin of the Poincare ball.
 
     - ``mode="normalize"`` (AHSML authors, c = 1):
-      :math:`z = \exp_0(u / \|u\|)`, every point on the sphere of radius
-      :math:`\tanh(\sqrt{c})/\sqrt{c}`, so distances are a monotone function of the cosine.
+      $z = \exp_0(u / \|u\|)$, every point on the sphere of radius
+      $\tanh(\sqrt{c})/\sqrt{c}$, so distances are a monotone function of the cosine.
     - ``mode="clip"`` (Hyp-ViT, Ermolov et al. 2022; HIER, Kim et al. 2023; use c = 0.1):
-      :math:`z = \exp_0(\min(1, r/\|u\|)\,u)` with clip radius :math:`r` = 2.3.
+      $z = \exp_0(\min(1, r/\|u\|)\,u)$ with clip radius $r$ = 2.3.
 
     The output is finally projected inside the ball (``hyperbolic.project``), so float32
     rounding of ``tanh`` never puts a point on the boundary.
@@ -35,7 +35,7 @@ class PoincareHead(torch.nn.Module):
         c: curvature > 0 or a ``geoopt.PoincareBall`` to share (e.g. with ``PoincareDistance``).
         learnable_c: create the ball with a learnable curvature (ignored if ``c`` is a ball).
         mode: ``"normalize"`` or ``"clip"``.
-        clip_radius: :math:`r` for ``mode="clip"``.
+        clip_radius: $r$ for ``mode="clip"``.
         bias: bias of the linear layer.
 
     Raises:

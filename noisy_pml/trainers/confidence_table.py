@@ -33,8 +33,8 @@ class ConfidenceTable:
     """A frozen (N, C) table of confidences c(x, p), looked up by the trainer's sample indices.
 
     PML trainers call ``loss(embeddings, labels, indices_tuple)`` only, so the batch's sample
-    indices travel through a side channel: pass :meth:`data_and_label_getter` to the trainer
-    (the dataset must yield ``(sample, label, index)``, see :class:`IndexedDataset`) and the table
+    indices travel through a side channel: pass [`data_and_label_getter`][] to the trainer
+    (the dataset must yield ``(sample, label, index)``, see [`IndexedDataset`][]) and the table
     itself as the loss's ``confidence_source``; calling the table returns the current batch's
     (B, C) confidences.
     """
@@ -67,7 +67,7 @@ class ConfidenceTable:
         return batch[0], batch[1]
 
     def __call__(self) -> torch.Tensor:
-        """Confidences (B, C) of the batch last seen by :meth:`data_and_label_getter`."""
+        """Confidences (B, C) of the batch last seen by [`data_and_label_getter`][]."""
         if self._indices is None:
             raise RuntimeError(
                 "ConfidenceTable has seen no batch: pass table.data_and_label_getter to the trainer"

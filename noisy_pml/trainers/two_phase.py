@@ -1,10 +1,12 @@
 """Smooth Proxy-Anchor's two phases through PML's trainers as shipped, with the trunk frozen.
 
-Phase 1 (:func:`confidence_trainer`): ``TrainWithClassifier`` trains a
-:class:`~noisy_pml.models.ConfidenceModule` on the frozen trunk's features with BCE against the
-noisy labels. Between phases, :func:`compute_confidences` fills a
-:class:`~noisy_pml.trainers.ConfidenceTable`. Phase 2 (:func:`embedding_trainer`):
-``MetricLossOnly`` trains the embedder with :class:`~noisy_pml.losses.SmoothProxyAnchorLoss`,
+Phase 1 ([`confidence_trainer`][]): ``TrainWithClassifier`` trains a
+[`ConfidenceModule`][noisy_pml.models.ConfidenceModule] on the frozen trunk's features with BCE
+against the
+noisy labels. Between phases, [`compute_confidences`][] fills a
+[`ConfidenceTable`][noisy_pml.trainers.ConfidenceTable]. Phase 2 ([`embedding_trainer`][]):
+``MetricLossOnly`` trains the embedder with
+[`SmoothProxyAnchorLoss`][noisy_pml.losses.SmoothProxyAnchorLoss],
 which reads the batch's confidences from the table.
 """
 
@@ -71,7 +73,7 @@ def confidence_trainer(
 ) -> TrainWithClassifier:
     """Phase 1: PML's ``TrainWithClassifier`` with ``models = {trunk (frozen), classifier}``.
 
-    The classifier is the confidence module, its loss :class:`ConfidenceBCELoss`, its optimiser
+    The classifier is the confidence module, its loss [`ConfidenceBCELoss`][], its optimiser
     Adam(lr) (R). With ``held_out``, the end-of-epoch hook stops training once the held-out BCE
     has not improved for ``patience`` epochs and restores the best weights (R). Extra keyword
     arguments go to the trainer (e.g. ``dataloader_num_workers``, ``data_device``).
@@ -108,7 +110,7 @@ def embedding_trainer(
 ) -> MetricLossOnly:
     """Phase 2: PML's ``MetricLossOnly`` with the trunk frozen and confidences from the table.
 
-    The dataset is wrapped in :class:`IndexedDataset` and the table's ``data_and_label_getter``
+    The dataset is wrapped in [`IndexedDataset`][] and the table's ``data_and_label_getter``
     hands each batch's indices to the table; ``loss.confidence_source`` is set to the table when
     unset. Optimisers follow Proxy-Anchor's recipe: AdamW(lr, weight_decay) for the embedder,
     ``proxy_lr_multiplier`` x lr for the loss's proxies.

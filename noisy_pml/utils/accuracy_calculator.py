@@ -98,9 +98,9 @@ class RetrievalAccuracyCalculator(pml_acc.AccuracyCalculator):
     does for precision_at_1; when *every* query is lone, PML returns NaN for the kNN metrics.
     This class keeps PML's return values (a tester calling it every epoch never crashes) but
     never silently: ``get_accuracy`` emits a ``UserWarning`` saying how many queries were left
-    out, and that the kNN metrics are NaN when no query is left (:func:`evaluate_retrieval`
+    out, and that the kNN metrics are NaN when no query is left ([`evaluate_retrieval`][]
     raises instead).
-    Without faiss, clustering metrics (NMI, AMI) use :class:`SklearnKMeans`.
+    Without faiss, clustering metrics (NMI, AMI) use [`SklearnKMeans`][].
 
     Args:
         recall_at: the K of the R@K metrics (positive integers).

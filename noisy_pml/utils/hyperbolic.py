@@ -1,22 +1,24 @@
 r"""Poincare-ball math as small pure functions of tensors and a curvature ``c > 0``.
 
-The ball of curvature :math:`-c` is :math:`\mathbb{D}_c = \{x : c\|x\|^2 < 1\}` (radius
-:math:`1/\sqrt{c}`). Every function takes ``c`` as a positive float, a tensor or a
-:class:`geoopt.PoincareBall` (whose ``c`` may be a learnable parameter: gradients flow through
+The ball of curvature $-c$ is $\mathbb{D}_c = \{x : c\|x\|^2 < 1\}$ (radius
+$1/\sqrt{c}$). Every function takes ``c`` as a positive float, a tensor or a
+`geoopt.PoincareBall` (whose ``c`` may be a learnable parameter: gradients flow through
 it). Guards follow geoopt's style: explicit, local clamps; no silent projection in the distances
-(points outside the ball raise, see :func:`check_in_ball`).
+(points outside the ball raise, see [`check_in_ball`][]).
 
 Formulas (Ganea et al. 2018; the asinh form is the float32-stable one used here):
 
-.. math::
+$$
+\exp_0(u) = \tanh(\sqrt{c}\|u\|)\,\frac{u}{\sqrt{c}\|u\|},\qquad
+\log_0(x) = \operatorname{artanh}(\sqrt{c}\|x\|)\,\frac{x}{\sqrt{c}\|x\|}
+$$
 
-    \exp_0(u) = \tanh(\sqrt{c}\|u\|)\,\frac{u}{\sqrt{c}\|u\|},\qquad
-    \log_0(x) = \operatorname{artanh}(\sqrt{c}\|x\|)\,\frac{x}{\sqrt{c}\|x\|}
+$$
+d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{xy}},\qquad
+A_{xy} = \frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)} = \sinh^2\!\big(\sqrt{c}\,d_c/2\big)
+$$
 
-    d_c(x, y) = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{xy}},\qquad
-    A_{xy} = \frac{c\|x-y\|^2}{(1 - c\|x\|^2)(1 - c\|y\|^2)} = \sinh^2\!\big(\sqrt{c}\,d_c/2\big)
-
-which equals :math:`\tfrac{1}{\sqrt{c}}\operatorname{arccosh}(1 + 2A_{xy})` (geoopt's
+which equals $\tfrac{1}{\sqrt{c}}\operatorname{arccosh}(1 + 2A_{xy})$ (geoopt's
 ``PoincareBall.dist``).
 """
 
@@ -59,9 +61,9 @@ def curvature(c, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def check_in_ball(name: str, x: torch.Tensor, c) -> torch.Tensor:
-    r"""Raise unless every row of ``x`` lies strictly inside the ball (:math:`c\|x\|^2 < 1`).
+    r"""Raise unless every row of ``x`` lies strictly inside the ball ($c\|x\|^2 < 1$).
 
-    Returns the squared norms :math:`\|x\|^2` (shape ``(N,)``) so callers do not recompute them.
+    Returns the squared norms $\|x\|^2$ (shape ``(N,)``) so callers do not recompute them.
     """
     k = curvature(c, x)
     sq = x.pow(2).sum(-1)
@@ -97,7 +99,7 @@ def _check_points(name: str, x) -> None:
 
 
 def project(x: torch.Tensor, c, eps: float | None = None) -> torch.Tensor:
-    r"""Clip the norm of each row to :math:`(1 - \epsilon)/\sqrt{c}` (inside the ball).
+    r"""Clip the norm of each row to $(1 - \epsilon)/\sqrt{c}$ (inside the ball).
 
     ``eps`` defaults to a dtype-dependent margin (4e-3 in float32, 1e-5 in float64, as geoopt).
 
@@ -120,10 +122,10 @@ def _project(x: torch.Tensor, k: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def exp0(u: torch.Tensor, c) -> torch.Tensor:
-    r"""Exponential map at the origin: :math:`\tanh(\sqrt{c}\|u\|)\,u/(\sqrt{c}\|u\|)`.
+    r"""Exponential map at the origin: $\tanh(\sqrt{c}\|u\|)\,u/(\sqrt{c}\|u\|)$.
 
     The result may touch the boundary when ``tanh`` rounds to 1 (large ``|u|`` in float32);
-    follow with :func:`project` (as :class:`~noisy_pml.models.PoincareHead` does).
+    follow with [`project`][] (as [`PoincareHead`][noisy_pml.models.PoincareHead] does).
 
     Raises:
         TypeError: ``u`` not a floating tensor. ValueError: ``u`` holds NaN or inf (a NaN would
@@ -140,7 +142,7 @@ def _exp0(u: torch.Tensor, sqrt_c: torch.Tensor) -> torch.Tensor:
 
 def log0(x: torch.Tensor, c) -> torch.Tensor:
     r"""Logarithmic map at the origin:
-    :math:`\operatorname{artanh}(\sqrt{c}\|x\|)\,x/(\sqrt{c}\|x\|)`.
+    $\operatorname{artanh}(\sqrt{c}\|x\|)\,x/(\sqrt{c}\|x\|)$.
 
     The artanh argument is clamped below ``1 - 1e-7`` (float32) / ``1 - 1e-15`` (float64).
 
@@ -168,7 +170,7 @@ def _min_den(dtype: torch.dtype) -> float:
 
 
 def _sinh2_half(sq_diff, den_x, den_y, k):
-    r""":math:`A = c\|x-y\|^2 / ((1 - c\|x\|^2)(1 - c\|y\|^2))`."""
+    r"""$A = c\|x-y\|^2 / ((1 - c\|x\|^2)(1 - c\|y\|^2))$."""
     return k * sq_diff.clamp_min(0) / (den_x * den_y)
 
 
@@ -215,7 +217,7 @@ _REFINE_PAIRS = 512
 
 
 def _refine_near_pairs(sq_diff, x, y, sq_x, sq_y):
-    r"""Give near pairs the value of the direct difference :math:`\|x_i - y_j\|^2`.
+    r"""Give near pairs the value of the direct difference $\|x_i - y_j\|^2$.
 
     The correction is added as a constant (computed without autograd, with ``index_select``
     and in-place ops: no (P, D) buffer is kept for backward), so the gradient stays that of the
@@ -248,13 +250,13 @@ def _refine_near_pairs(sq_diff, x, y, sq_x, sq_y):
 def pairwise_sinh2(
     x: torch.Tensor, y: torch.Tensor | None, c, check: bool = True, precise: bool = True
 ):
-    r"""Matrix :math:`A_{ij} = \sinh^2(\sqrt{c}\,d_c(x_i, y_j)/2)` with O(N M) memory.
+    r"""Matrix $A_{ij} = \sinh^2(\sqrt{c}\,d_c(x_i, y_j)/2)$ with O(N M) memory.
 
-    :math:`\|x_i - y_j\|^2 = \|x_i\|^2 + \|y_j\|^2 - 2 x_i \cdot y_j` takes one matmul (no
+    $\|x_i - y_j\|^2 = \|x_i\|^2 + \|y_j\|^2 - 2 x_i \cdot y_j$ takes one matmul (no
     N x M x D broadcast). That expansion cancels for close points (float32, points within 0.99
     of the radius: relative errors above 1 at 1e-4 apart, distances up to 0.03 between identical
     points); with ``precise`` (default) the near
-    pairs, :math:`\|x_i - y_j\|^2 \le` ``NEAR_SHARE`` :math:`(\|x_i\|^2 + \|y_j\|^2)`, are
+    pairs, $\|x_i - y_j\|^2 \le$ ``NEAR_SHARE`` $(\|x_i\|^2 + \|y_j\|^2)$, are
     recomputed as the direct difference (identical points give exactly 0, in float32 the
     relative error stays below 1e-3 for pairs 1e-4 apart; cost measured in
     benchmarks/results/poincare_precision.md). With ``y`` None (or ``y is x``) the diagonal is
@@ -289,11 +291,11 @@ def pairwise_dist(
     x: torch.Tensor, y: torch.Tensor | None = None, c=1.0, precise: bool = True
 ) -> torch.Tensor:
     r"""Poincare distance matrix
-    :math:`D_{ij} = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{ij}}`.
+    $D_{ij} = \frac{2}{\sqrt{c}}\operatorname{asinh}\sqrt{A_{ij}}$.
 
     ``x``: (N, D), ``y``: (M, D) or None (self-distances, exact zero diagonal). O(N M) memory.
-    ``precise``: recompute near pairs directly (see :func:`pairwise_sinh2`), so identical points
-    give exactly 0 even as separate tensors. Where :math:`A = 0` the value and the gradient are
+    ``precise``: recompute near pairs directly (see [`pairwise_sinh2`][]), so identical points
+    give exactly 0 even as separate tensors. Where $A = 0$ the value and the gradient are
     0 (not NaN), e.g. for duplicated rows.
     """
     check_pair(x, y, "query embeddings", "reference embeddings")
@@ -306,7 +308,7 @@ def pairwise_dist(
 
 
 def dist(x: torch.Tensor, y: torch.Tensor, c=1.0) -> torch.Tensor:
-    r"""Row-wise Poincare distance :math:`d_c(x_i, y_i)` (the difference is taken directly, so
+    r"""Row-wise Poincare distance $d_c(x_i, y_i)$ (the difference is taken directly, so
     identical rows give exactly 0 with a finite gradient)."""
     if x.shape != y.shape:
         raise ValueError(
@@ -326,36 +328,38 @@ def dist(x: torch.Tensor, y: torch.Tensor, c=1.0) -> torch.Tensor:
 
 def similarity_from_sinh2(a: torch.Tensor) -> torch.Tensor:
     r"""Bounded "gyro-cosine" similarity
-    :math:`s = (1 - A)/(1 + A) = 1 - 2\tanh^2(\sqrt{c}\,d_c/2)`.
+    $s = (1 - A)/(1 + A) = 1 - 2\tanh^2(\sqrt{c}\,d_c/2)$.
 
-    Euclidean analogue: for unit vectors :math:`\cos = 1 - 2(\|x-y\|/2)^2`; here the half chord
-    :math:`\|x-y\|/2` is replaced by the gyro-norm :math:`\sqrt{c}\|(-x)\oplus_c y\| =
-    \tanh(\sqrt{c}\,d_c/2)`. Range (-1, 1], 1 iff x == y, strictly decreasing in :math:`d_c`.
+    Euclidean analogue: for unit vectors $\cos = 1 - 2(\|x-y\|/2)^2$; here the half chord
+    $\|x-y\|/2$ is replaced by the gyro-norm $\sqrt{c}\|(-x)\oplus_c y\| =
+    \tanh(\sqrt{c}\,d_c/2)$. Range (-1, 1], 1 iff x == y, strictly decreasing in $d_c$.
     """
     return 2 / (1 + a) - 1
 
 
 def similarity_from_dist(d: torch.Tensor, c=1.0) -> torch.Tensor:
-    r""":math:`s = 1 - 2\tanh^2(\sqrt{c}\,d/2)` (the same map as :func:`similarity_from_sinh2`)."""
+    r"""$s = 1 - 2\tanh^2(\sqrt{c}\,d/2)$ (the same map as [`similarity_from_sinh2`][])."""
     k = curvature(c, d)
     return 1 - 2 * torch.tanh(k.sqrt() * d / 2).pow(2)
 
 
 def sphere_radius(c=1.0, norm: float = 1.0) -> float:
-    r"""Euclidean radius of :math:`\exp_0(u)` for :math:`\|u\| = ` ``norm``:
-    :math:`\tanh(\sqrt{c}\,\mathrm{norm})/\sqrt{c}` (the authors' head: ``norm`` = 1)."""
+    r"""Euclidean radius of $\exp_0(u)$ for $\|u\| =$ ``norm``:
+    $\tanh(\sqrt{c}\,\mathrm{norm})/\sqrt{c}$ (the authors' head: ``norm`` = 1)."""
     k = float(curvature(c))
     return math.tanh(math.sqrt(k) * norm) / math.sqrt(k)
 
 
 def dist_from_cosine(cos: torch.Tensor, radius: float, c=1.0) -> torch.Tensor:
-    r"""Distance between two points of one sphere :math:`\|x\| = \|y\| = r` inside the ball:
+    r"""Distance between two points of one sphere $\|x\| = \|y\| = r$ inside the ball:
 
-    .. math:: d = f(\cos) = \frac{2}{\sqrt{c}}\operatorname{asinh}
-              \frac{\sqrt{2c}\, r\sqrt{1 - \cos}}{1 - c r^2}
+    $$
+    d = f(\cos) = \frac{2}{\sqrt{c}}\operatorname{asinh}
+    \frac{\sqrt{2c}\, r\sqrt{1 - \cos}}{1 - c r^2}
+    $$
 
-    since :math:`\|x - y\|^2 = 2r^2(1 - \cos)`. ``f`` is strictly decreasing in the cosine, so
-    with the authors' head (:func:`sphere_radius`) hyperbolic ranking equals cosine ranking.
+    since $\|x - y\|^2 = 2r^2(1 - \cos)$. ``f`` is strictly decreasing in the cosine, so
+    with the authors' head ([`sphere_radius`][]) hyperbolic ranking equals cosine ranking.
     """
     k = curvature(c, cos)
     num = torch.sqrt(2 * k * (1 - cos).clamp_min(0)) * radius
