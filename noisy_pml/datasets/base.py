@@ -226,7 +226,7 @@ class PMLImageDataset(NoisyLabelDataset):
       [`DatasetCorruptError`][] naming the file and line).
 
     Every listed image must exist on disk (checked on load: a stat per image). ``verify=True``
-    also decodes every image once on load ([`verify`][]).
+    also decodes every image once on load (`verify()`).
     """
 
     _pml_name: str = ""

@@ -26,7 +26,7 @@ class CUB(PMLImageDataset):
         return_index: also return the sample index (for memory banks and per-sample weights).
         download: let PML download and extract the official archive into an empty ``root``.
         noise_features: optional (N, D) features for small-cluster noise's k-means clusters.
-        verify: decode every image once on load and name the unreadable files ([`verify`][]).
+        verify: decode every image once on load and name the unreadable files (`verify()`).
 
     Raises:
         DatasetNotFoundError: ``root`` lacks the layout, or listed images are missing.
