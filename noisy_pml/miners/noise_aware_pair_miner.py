@@ -83,16 +83,21 @@ class NoiseAwarePairMiner(BaseMiner):
         self._pending: dict = {}
         self.add_to_recordable_attributes(list_of_names=["num_dropped"], is_stat=True)
 
-    def set_batch_info(self, sample_indices=None, instance_ids=None, confidences=None) -> None:
-        """Side channel for the next call (consumed by it)."""
+    def set_batch_info(
+        self, indices=None, instance_ids=None, confidences=None, sample_indices=None
+    ) -> None:
+        """Side channel for the next call (consumed by it): dataset indices, instance ids and/or
+        per-image confidences. ``sample_indices=`` is a deprecated alias of ``indices=``."""
+        if indices is not None and sample_indices is not None:
+            raise ValueError("pass indices= or its deprecated alias sample_indices=, not both")
         self._pending = {
-            "sample_indices": sample_indices,
+            "indices": indices if indices is not None else sample_indices,
             "instance_ids": instance_ids,
             "confidences": confidences,
         }
 
     def set_sample_confidences(self, confidences: torch.Tensor) -> None:
-        """Per-training-sample clean-label confidences, looked up by ``sample_indices``."""
+        """Per-training-sample clean-label confidences, looked up by the batch's ``indices``."""
         check_probabilities("confidences", confidences, (len(confidences),))
         self.sample_confidences = confidences.detach()
 
@@ -180,11 +185,11 @@ class NoiseAwarePairMiner(BaseMiner):
     def _confidences(self, pending, inst, num_inst):
         conf = pending.get("confidences")
         if conf is None:
-            idx = pending.get("sample_indices")
+            idx = pending.get("indices")
             if self.sample_confidences is None or idx is None:
                 raise ValueError(
                     "criterion='confidence' needs confidences: call set_batch_info(confidences=...)"
-                    " before each batch, or set_sample_confidences(table) and pass sample_indices"
+                    " before each batch, or set_sample_confidences(table) and pass indices"
                 )
             conf = self.sample_confidences.to(inst.device)[torch.as_tensor(idx, device=inst.device)]
         conf = torch.as_tensor(conf, device=inst.device).flatten().to(torch.get_default_dtype())

@@ -59,7 +59,7 @@ def test_confidence_criterion_and_table_lookup():
     table = torch.full((100,), 0.9)
     table[40 + 7] = 0.2
     miner.set_sample_confidences(table)
-    miner.set_batch_info(sample_indices=torch.arange(40, 52))
+    miner.set_batch_info(indices=torch.arange(40, 52))
     a1, p, _, _ = miner(x, labels)
     assert not ({7, 19} & (set(a1.tolist()) | set(p.tolist())))
     with pytest.raises(ValueError, match="needs confidences"):

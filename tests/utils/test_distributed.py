@@ -256,7 +256,7 @@ def _refusals(rank) -> dict[str, str]:
             emb[:4], lab[:4], emb[4:], lab[4:]),
         "fields_on_one_rank_only": lambda: _fields_on_rank0_only(emb, lab, rank),
         "field_the_loss_cannot_take": lambda: _wrapped_call(
-            DistributedLossWrapper(_ms("batch")), emb, lab, confidences=torch.rand(8, C)),
+            DistributedLossWrapper(ContrastiveLoss()), emb, lab, confidences=torch.rand(8, C)),
     }
     out = {}
     for key, fn in cases.items():
@@ -393,14 +393,12 @@ def test_without_a_process_group_the_wrappers_are_the_plain_components():
     x, x2, labels, _ = _data()
     emb, lab, idx = _model()(torch.cat([x[:8], x2[:8]])), labels[:8].repeat(2), torch.arange(8)
     plain, wrapped = _ms("memory"), _ms("memory")
-    plain.set_batch_info(sample_indices=idx)
+    plain.set_batch_info(indices=idx)
     loss = DistributedLossWrapper(wrapped)
     loss.set_batch_info(indices=idx)
     torch.testing.assert_close(loss(emb, lab), plain(emb, lab), rtol=0, atol=0)
     _assert_same(wrapped.state_dict(), plain.state_dict())
     miner, plain_miner = PRISMMiner(N_DATA, C, warmup=0.0), PRISMMiner(N_DATA, C, warmup=0.0)
-    for m in (miner, plain_miner):
-        m.bank = torch.zeros(0, dtype=torch.float64)
     got = DistributedMinerWrapper(miner)(emb[:8], lab[:8], indices=idx)
     for a, b in zip(got, plain_miner(emb[:8], lab[:8], indices=idx), strict=True):
         assert torch.equal(a, b)
@@ -415,32 +413,27 @@ class _NewStyle(torch.nn.Module):
         return self.got
 
 
-class _OldStyle(torch.nn.Module):
-    def set_batch_indices(self, indices):
-        self.got = indices
-
-    def forward(self, embeddings, labels):
-        return self.got
+class _ForwardOnly(torch.nn.Module):
+    def forward(self, embeddings, labels, indices=None):
+        return indices
 
 
-def test_batch_info_reaches_new_and_old_style_components():
+def test_batch_info_reaches_set_batch_info_or_forward():
     from noisy_pml.utils.distributed.batch_info import BatchInfo, deliver
 
     idx, ids = torch.arange(4), torch.tensor([0, 1, 0, 1])
     new = _NewStyle()
     assert deliver(new, BatchInfo(idx, ids)) == {}
     assert new.got["indices"] is idx and new.got["instance_ids"] is ids
-    ms = _ms("memory")  # set_batch_info(sample_indices=...): the deprecated name
+    ms = _ms("memory")
     emb = 0.1 * torch.randn(8, D, dtype=torch.float64)
     with pytest.raises(ValueError, match="dataset index"):  # memory scope needs the indices
         ms(emb, torch.arange(4).repeat(2))
     deliver(ms, BatchInfo(idx))
     assert torch.isfinite(ms(emb, torch.arange(4).repeat(2)))
-    assert deliver(PRISMMiner(N_DATA, C), BatchInfo(idx)) == {"indices": idx}  # forward(indices=)
-    old = _OldStyle()
-    assert deliver(old, BatchInfo(idx)) == {} and old.got is idx
-    with pytest.raises(ValueError, match="_OldStyle takes no per-sample instance_ids"):
-        deliver(old, BatchInfo(idx, ids))
+    assert deliver(_ForwardOnly(), BatchInfo(idx)) == {"indices": idx}  # forward(indices=)
+    with pytest.raises(ValueError, match="_ForwardOnly takes no per-sample instance_ids"):
+        deliver(_ForwardOnly(), BatchInfo(idx, ids))
     with pytest.raises(ValueError, match="SmoothProxyAnchorLoss takes no per-sample indices"):
         _wrapped_call(DistributedLossWrapper(SmoothProxyAnchorLoss(C, D)), torch.randn(4, D),
                       torch.arange(4), indices=idx)

@@ -58,40 +58,31 @@ def _params(fn) -> tuple[set[str], bool]:
 
 def route(
     component: torch.nn.Module, info: BatchInfo, optional: tuple[str, ...] = ()
-) -> tuple[dict, dict, str | None]:
-    """Where each given field goes: ``(set_batch_info kwargs, forward kwargs, old setter)``.
+) -> tuple[dict, dict]:
+    """Where each given field goes: ``(set_batch_info kwargs, forward kwargs)``.
 
-    Preference: ``set_batch_info(indices=...)``, then ``forward(indices=...)``, then the older
-    ``set_batch_info(sample_indices=...)`` / ``set_batch_indices(...)``; confidences go to
-    ``forward(confidences=...)`` when it takes them, else to ``set_batch_info``; instance ids to
-    ``set_batch_info`` only. Raises ValueError naming the field the component cannot take,
-    unless the field is ``optional`` (then it is dropped).
+    A field goes to ``set_batch_info(field=...)`` when the component takes it there, else to
+    ``forward(field=...)`` (confidences prefer ``forward``, as Smooth Proxy-Anchor's call takes
+    them). Raises ValueError naming the field the component cannot take, unless the field is
+    ``optional`` (then it is dropped).
     """
     setter = getattr(component, "set_batch_info", None)
     s_names, s_var = _params(setter) if setter is not None else (set(), False)
     f_names, _ = _params(component.forward)
-    to_setter, to_forward, old = {}, {}, None
+    to_setter, to_forward = {}, {}
     for name in FIELDS:
         value = getattr(info, name)
         if value is None:
             continue
-        if name == "indices" and "indices" not in s_names and not s_var:
-            if "indices" in f_names:
-                to_forward[name] = value
-            elif "sample_indices" in s_names:  # deprecated name (to be removed after merge)
-                to_setter["sample_indices"] = value
-            elif hasattr(component, "set_batch_indices"):
-                old = "set_batch_indices"
-                to_forward["_old"] = value
-            elif name not in optional:
-                raise ValueError(_refusal(component, name))
-        elif name == "confidences" and "confidences" in f_names:
+        if name == "confidences" and name in f_names:
             to_forward[name] = value
         elif name in s_names or s_var:
             to_setter[name] = value
+        elif name in f_names:
+            to_forward[name] = value
         elif name not in optional:
             raise ValueError(_refusal(component, name))
-    return to_setter, to_forward, old
+    return to_setter, to_forward
 
 
 def _refusal(component, name: str) -> str:
@@ -104,11 +95,9 @@ def _refusal(component, name: str) -> str:
 def deliver(component: torch.nn.Module, info: BatchInfo, optional: tuple[str, ...] = ()) -> dict:
     """Hand ``info`` to ``component`` (one ``set_batch_info`` call); returns the forward kwargs.
     Fields in ``optional`` the component cannot take are dropped instead of refused."""
-    to_setter, to_forward, old = route(component, info, optional)
+    to_setter, to_forward = route(component, info, optional)
     if to_setter:
         component.set_batch_info(**to_setter)
-    if old is not None:
-        getattr(component, old)(to_forward.pop("_old"))
     return to_forward
 
 

@@ -92,18 +92,17 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
         self._optional = ("indices",) if confidence_table is not None else ()
         self._pending = BatchInfo()
 
-    def set_batch_info(self, indices=None, instance_ids=None, confidences=None,
-                       sample_indices=None) -> None:
-        """This rank's per-sample information for the next call (``sample_indices``: old name
-        of ``indices``)."""
-        self._pending = BatchInfo(_one_of(indices, sample_indices), instance_ids, confidences)
+    def set_batch_info(self, indices=None, instance_ids=None, confidences=None) -> None:
+        """This rank's per-sample information for the next call."""
+        self._pending = BatchInfo(indices, instance_ids, confidences)
 
     def forward(self, embeddings, labels=None, indices_tuple=None, ref_emb=None, ref_labels=None,
                 enqueue_mask=None, confidences=None):
         info, self._pending = self._pending, BatchInfo()
         if confidences is not None and info.confidences is not None:
             raise ValueError("confidences given both to set_batch_info and to forward: pass one")
-        info.confidences = _one_of(confidences, info.confidences)
+        if confidences is not None:
+            info.confidences = confidences
         source = getattr(self.loss, "confidence_source", None)
         if self.confidence_table is not None:
             if info.indices is None or info.confidences is not None:
@@ -195,9 +194,3 @@ def _is_two_stream_triplets(indices_tuple, local_rows, global_labels, table) -> 
         torch.equal(torch.as_tensor(x, device=e.device), e)
         for x, e in zip(indices_tuple, expected, strict=True)
     )
-
-
-def _one_of(new, old):
-    if new is not None and old is not None:
-        raise ValueError("pass indices= or its old name sample_indices=, not both")
-    return new if new is not None else old

@@ -6,7 +6,7 @@ from pytorch_metric_learning.utils import distributed as pml_dist
 
 from .batch_info import BatchInfo, deliver, gather_header, gather_info, resolve_views
 from .gather import gather_rows, is_distributed
-from .loss_wrapper import GlobalIndices, _one_of
+from .loss_wrapper import GlobalIndices
 
 
 class DistributedMinerWrapper(pml_dist.DistributedMinerWrapper):
@@ -42,21 +42,16 @@ class DistributedMinerWrapper(pml_dist.DistributedMinerWrapper):
             )
         self._pending = BatchInfo()
 
-    def set_batch_info(self, indices=None, instance_ids=None, confidences=None,
-                       sample_indices=None) -> None:
-        """This rank's per-sample information for the next call (``sample_indices``: old name
-        of ``indices``)."""
-        self._pending = BatchInfo(_one_of(indices, sample_indices), instance_ids, confidences)
-
-    def set_batch_indices(self, indices) -> None:
-        """Old name of ``set_batch_info(indices=...)`` (PRISMMiner's)."""
-        self.set_batch_info(indices=indices)
+    def set_batch_info(self, indices=None, instance_ids=None, confidences=None) -> None:
+        """This rank's per-sample information for the next call."""
+        self._pending = BatchInfo(indices, instance_ids, confidences)
 
     def forward(self, emb, labels, ref_emb=None, ref_labels=None, indices=None):
         info, self._pending = self._pending, BatchInfo()
         if indices is not None and info.indices is not None:
             raise ValueError("indices given both to set_batch_info and to forward: pass one")
-        info.indices = _one_of(indices, info.indices)
+        if indices is not None:
+            info.indices = indices
         if not is_distributed():
             kwargs = deliver(self.miner, info)
             return self.miner(emb, labels, ref_emb, ref_labels, **kwargs)
