@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,22 @@ SMOKE_SET = {
 }
 
 
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """argparse ``type=``: an integer >= ``low`` (argparse prints the message and exits 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="noisy-pml",
@@ -122,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="noise recipes, e.g. clean symmetric:0.2 small_cluster:0.25",
     )
-    b.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (e.g. 0 1 2)")
+    b.add_argument("--seeds", nargs="+", type=_int_at_least(0), default=None, help="seeds (e.g. 0 1 2)")
     b.add_argument(
         "--protocol",
         choices=["frozen", "finetune"],
@@ -138,24 +156,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--image-size",
-        type=int,
+        type=_int_at_least(32),
         default=None,
         help="backbone input size of the centre crops (px; CUB 224, Cars196 160); with "
         "--protocol finetune, the training and evaluation image size",
     )
     b.add_argument(
         "--aug-image-size",
-        type=int,
+        type=_int_at_least(32),
         default=None,
         help="input size of the augmented views (px; default 160 on CUB/Cars196)",
     )
     b.add_argument(
         "--aug-views",
-        type=int,
+        type=_int_at_least(0),
         default=None,
         help="cached augmented views per training image (besides the centre crop)",
     )
-    b.add_argument("--epochs", type=int, default=None, help="training epochs of every method")
+    b.add_argument("--epochs", type=_int_at_least(0), default=None, help="training epochs of every method")
     b.add_argument(
         "--set",
         nargs="+",
@@ -170,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--val-classes",
-        type=int,
+        type=_int_at_least(1),
         default=20,
         help="training classes carved out as validation classes for --select",
     )
@@ -185,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CI smoke run on real data: 5+5 classes, small images, one epoch",
     )
-    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    b.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="torch CPU threads (default: all cores)",
+    )
     b.add_argument(
         "--no-variants",
         action="store_true",
@@ -288,7 +311,8 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def _check_plan(plan: dict[str, Any]) -> None:
     from ..noise import NoiseRecipe
-    from .registry import BACKBONES, get_method
+    from .backbones import BACKBONES
+    from .registry import get_method
 
     for m in plan["methods"] + [v["method"] for v in plan["variants"]]:
         get_method(m)  # raises "unknown method ..." with the choices
@@ -374,23 +398,34 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
     return chosen, run_keys
 
 
+def _print_list(protocol: str) -> None:
+    """Methods with their effective defaults (library defaults + benchmark knobs), backbones."""
+    from .backbones import BACKBONES
+    from .registry import BENCH_DEFAULTS, METHODS
+
+    print(f"benchmark knobs of every trained method ({protocol}): " + _fmt(BENCH_DEFAULTS))
+    for name in METHODS:
+        spec = METHODS[name]
+        print(f"\n{name}: {spec.description}")
+        for comp in spec.components:
+            print(f"  {comp.role:16s} {comp.target}  {_fmt(comp.library_defaults())}")
+        if spec.knobs:
+            print(f"  {'method knobs':16s} {_fmt(spec.knobs)}")
+    print()
+    for name, b in BACKBONES.items():
+        print(f"backbone {name:18s} {b.description}")
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in values.items()) or "(none)"
+
+
 def bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .registry import BACKBONES, METHODS, list_methods
-
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.list:
-        for name in list_methods(available_only=False):
-            spec = METHODS[name]
-            flag = (
-                ""
-                if spec.available()
-                else "  [unavailable: needs " + ", ".join(spec.requires) + "]"
-            )
-            print(f"{name:22s} {spec.description}{flag}")
-        for name, b in BACKBONES.items():
-            print(f"backbone {name:18s} {b.description}")
+        _print_list(args.protocol)
         return 0
     plan = _plan(args)
     _check_plan(plan)

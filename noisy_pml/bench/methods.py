@@ -1,7 +1,9 @@
 """Benchmark methods: an embedding head + a loss (+ miner) trained on cached backbone features.
 
-Every method is registered by name with its default hyperparameters (see
-:mod:`noisy_pml.bench.registry`). A method object exposes
+Every method is described by a :class:`~noisy_pml.bench.registry.MethodSpec` (its library
+components, whose signature defaults are its hyperparameters); the classes here build those
+components from a resolved configuration with ``spec.component(role).kwargs(cfg)``, so no
+hyperparameter value is written in this file. A method object exposes
 
 - ``param_groups()``: optimiser parameter groups (head; loss parameters such as proxies);
 - ``prepare(train)``: optional first phase (Smooth Proxy-Anchor's confidence module);
@@ -23,7 +25,7 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import CosineSimilarity
 from torch import nn
 
-from .registry import register_method
+from ..models.embedding_head import EmbeddingHead, principal_directions
 
 __all__ = ["TrainSet", "EmbeddingHead", "BenchMethod"]
 
@@ -54,7 +56,7 @@ _PCA_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _principal_directions(feats: torch.Tensor) -> torch.Tensor:
-    """Rows = principal directions of ``feats`` (descending variance), cached per tensor: every
+    """:func:`~noisy_pml.models.embedding_head.principal_directions`, cached per tensor: every
     run on the same training features shares one eigendecomposition of the covariance."""
     key = (
         feats.data_ptr(),
@@ -64,75 +66,10 @@ def _principal_directions(feats: torch.Tensor) -> torch.Tensor:
         float(feats[-1].sum()),
     )
     if key not in _PCA_CACHE:
-        z = (feats - feats.mean(0)).double()
-        _, vecs = torch.linalg.eigh(z.T @ z)
         if len(_PCA_CACHE) >= 4:
             _PCA_CACHE.pop(next(iter(_PCA_CACHE)))
-        _PCA_CACHE[key] = vecs.flip(1).T.float().contiguous()
+        _PCA_CACHE[key] = principal_directions(feats)
     return _PCA_CACHE[key]
-
-
-class EmbeddingHead(nn.Module):
-    """Embedding head on frozen features: ``linear(x - mean) + branch(x - mean)``.
-
-    - ``kind="linear"``: the linear map only; ``"residual"``: plus an MLP branch whose last layer
-      starts at zero, so training starts at the linear map and learns a refinement; ``"mlp"``:
-      the MLP alone (last layer randomly initialised).
-    - ``init="pca"``: the linear map starts as the projection on the top principal directions of
-      the training features (the head starts at the features' own geometry); ``"random"``.
-    """
-
-    def __init__(
-        self,
-        feats: torch.Tensor,
-        out_dim: int,
-        kind: str = "residual",
-        hidden: int = 1024,
-        init: str = "pca",
-    ) -> None:
-        super().__init__()
-        kinds, inits = ("linear", "residual", "mlp"), ("pca", "random")
-        if kind not in kinds:
-            raise ValueError(f"head kind must be one of {kinds}, got {kind!r}")
-        if init not in inits:
-            raise ValueError(f"head init must be one of {inits}, got {init!r}")
-        d = feats.shape[1]
-        out_dim = min(int(out_dim), d) if init == "pca" else int(out_dim)
-        self.kind = kind
-        self.register_buffer("mean", feats.mean(0))
-        self.linear = nn.Linear(d, out_dim, bias=False) if kind != "mlp" else None
-        if self.linear is not None and init == "pca":
-            self.linear.weight.data.copy_(_principal_directions(feats)[:out_dim])
-        self.branch = None
-        if kind in ("residual", "mlp"):
-            self.branch = nn.Sequential(
-                nn.Linear(d, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
-            )
-            if kind == "residual":
-                nn.init.zeros_(self.branch[2].weight)
-                nn.init.zeros_(self.branch[2].bias)
-        self.out_dim = out_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = x - self.mean
-        out = self.linear(z) if self.linear is not None else 0
-        if self.branch is not None:
-            out = out + self.branch(z)
-        return out
-
-
-HEAD_DEFAULTS: dict[str, Any] = {
-    "embedding_size": 512,
-    "head": "residual",
-    "head_hidden": 1024,
-    "head_init": "pca",
-    "lr": 1e-4,
-    "weight_decay": 1e-4,
-    "epochs": 30,
-    "batch_size": 120,
-    "m_per_class": 4,
-    "train_views": "all",
-}
 
 
 class BenchMethod(nn.Module):
@@ -141,18 +78,24 @@ class BenchMethod(nn.Module):
     two_view = False
     eval_distance = None
 
-    def __init__(self, train: TrainSet, cfg: dict[str, Any]) -> None:
+    def __init__(self, train: TrainSet, cfg: dict[str, Any], spec: Any) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.head = EmbeddingHead(
-            train.views[:, 0],
+        self.cfg, self.spec = cfg, spec
+        feats = train.views[:, 0]
+        self.head = EmbeddingHead.from_features(
+            feats,
             cfg["embedding_size"],
             cfg["head"],
             cfg["head_hidden"],
             cfg["head_init"],
+            directions=_principal_directions(feats) if cfg["head_init"] == "pca" else None,
         )
         self.loss_fn: nn.Module = self.build_loss(train, cfg)
         self.miner: nn.Module | None = self.build_miner(train, cfg)
+
+    def kwargs(self, role: str) -> dict[str, Any]:
+        """Keyword arguments of the library component playing ``role``, from ``self.cfg``."""
+        return self.spec.component(role).kwargs(self.cfg)
 
     def build_loss(self, train: TrainSet, cfg: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
@@ -170,6 +113,10 @@ class BenchMethod(nn.Module):
 
     def prepare(self, train: TrainSet, seed: int) -> None:
         """Optional first phase before the embedding is trained."""
+
+    def receivers(self) -> list[nn.Module]:
+        """Components that take per-sample information through ``set_batch_info``."""
+        return []
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
@@ -192,74 +139,46 @@ class BenchMethod(nn.Module):
 # PML baselines
 
 
-@register_method(
-    "proxy_anchor",
-    defaults={**HEAD_DEFAULTS, "margin": 0.1, "alpha": 32.0, "loss_lr_mult": 100.0},
-    description="Proxy-Anchor (Kim et al., CVPR 2020), PML's ProxyAnchorLoss",
-)
 class ProxyAnchorMethod(BenchMethod):
+    """PML's ProxyAnchorLoss on the head's embeddings."""
+
     def build_loss(self, train, cfg):
         return pml_losses.ProxyAnchorLoss(
-            train.num_classes, self.head.out_dim, margin=cfg["margin"], alpha=cfg["alpha"]
+            train.num_classes, self.head.out_features, **self.kwargs("loss")
         )
 
 
-@register_method(
-    "multi_similarity",
-    defaults={**HEAD_DEFAULTS, "alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
-    description="Multi-Similarity loss + MS miner (Wang et al., CVPR 2019)",
-)
 class MultiSimilarityMethod(BenchMethod):
+    """PML's MultiSimilarityLoss with its MultiSimilarityMiner."""
+
     def build_loss(self, train, cfg):
-        return pml_losses.MultiSimilarityLoss(cfg["alpha"], cfg["beta"], cfg["base"])
+        return pml_losses.MultiSimilarityLoss(**self.kwargs("loss"))
 
     def build_miner(self, train, cfg):
-        return pml_miners.MultiSimilarityMiner(epsilon=cfg["epsilon"])
+        return pml_miners.MultiSimilarityMiner(**self.kwargs("inner_miner"))
 
 
-@register_method(
-    "contrastive",
-    defaults={**HEAD_DEFAULTS, "pos_margin": 1.0, "neg_margin": 0.5},
-    description="Contrastive loss on cosine similarity (Hadsell et al. 2006; XBM's form)",
-)
 class ContrastiveMethod(BenchMethod):
+    """PML's ContrastiveLoss on cosine similarity."""
+
     def build_loss(self, train, cfg):
-        return pml_losses.ContrastiveLoss(
-            pos_margin=cfg["pos_margin"], neg_margin=cfg["neg_margin"], distance=CosineSimilarity()
-        )
+        return pml_losses.ContrastiveLoss(**self.kwargs("loss"), distance=CosineSimilarity())
 
 
-def _prism_miner(train, cfg, inner_miner=None):
+def _prism_miner(method: BenchMethod, train: TrainSet, inner_miner=None):
     """PRISMMiner over the training set with the method's PRISM hyperparameters."""
     from ..miners import PRISMMiner
 
     return PRISMMiner(
-        train.num_samples,
-        train.num_classes,
-        top_k=cfg["top_k"],
-        noise_rate=cfg["noise_rate"],
-        temperature=cfg["temperature"],
-        warmup=cfg["warmup"],
-        inner_miner=inner_miner,
+        train.num_samples, train.num_classes, inner_miner=inner_miner, **method.kwargs("miner")
     )
 
 
-@register_method(
-    "prism",
-    defaults={
-        **HEAD_DEFAULTS,
-        "pos_margin": 1.0,
-        "neg_margin": 0.5,
-        "top_k": 1,
-        "noise_rate": None,
-        "temperature": 1.0,
-        "warmup": 0.5,
-    },
-    description="PRISM (Liu et al., CVPR 2021): contrastive loss + noisy_pml PRISMMiner",
-)
 class PRISMMethod(ContrastiveMethod):
+    """Contrastive loss with noisy_pml's PRISMMiner filtering the batch's pairs."""
+
     def build_miner(self, train, cfg):
-        return _prism_miner(train, cfg)
+        return _prism_miner(self, train)
 
     def mine(self, emb, labels, idx):
         return self.miner(emb, labels, indices=idx)
@@ -269,38 +188,23 @@ class PRISMMethod(ContrastiveMethod):
         return torch.where(torch.isnan(s), torch.ones_like(s), s)
 
 
-@register_method(
-    "prism_ms",
-    defaults={
-        **HEAD_DEFAULTS,
-        "alpha": 2.0,
-        "beta": 50.0,
-        "base": 0.5,
-        "epsilon": 0.1,
-        "top_k": 1,
-        "noise_rate": None,
-        "temperature": 1.0,
-        "warmup": 0.5,
-    },
-    description="PRISM filter + MS miner + Multi-Similarity loss",
-)
 class PRISMMSMethod(MultiSimilarityMethod):
+    """PRISM's filter around PML's MultiSimilarityMiner, Multi-Similarity loss."""
+
     def build_miner(self, train, cfg):
-        return _prism_miner(train, cfg, pml_miners.MultiSimilarityMiner(epsilon=cfg["epsilon"]))
+        inner = pml_miners.MultiSimilarityMiner(**self.kwargs("inner_miner"))
+        return _prism_miner(self, train, inner)
 
     mine = PRISMMethod.mine
     sample_scores = PRISMMethod.sample_scores
 
 
-@register_method(
-    "frozen_features",
-    defaults={"epochs": 0},
-    description="No training: cosine kNN on the frozen backbone features (the floor)",
-)
 class FrozenFeatures(BenchMethod):
-    def __init__(self, train: TrainSet, cfg: dict[str, Any]) -> None:
+    """No training: the backbone features themselves (cosine kNN), the floor."""
+
+    def __init__(self, train: TrainSet, cfg: dict[str, Any], spec: Any) -> None:
         nn.Module.__init__(self)
-        self.cfg = cfg
+        self.cfg, self.spec = cfg, spec
 
     def param_groups(self) -> list[dict[str, Any]]:
         return []
@@ -312,51 +216,20 @@ class FrozenFeatures(BenchMethod):
 # ---------------------------------------------------------------------------------------------
 # Smooth Proxy-Anchor (Roig et al. 2020): phase 1 confidence module, phase 2 weighted PA
 
-SPA_DEFAULTS: dict[str, Any] = {
-    **HEAD_DEFAULTS,
-    "margin": 0.1,
-    "alpha": 32.0,
-    "loss_lr_mult": 100.0,
-    "smoothing_position": 0.5,
-    "smoothing_sharpness": 10.0,
-    "positive_threshold": None,
-    "positive_set": "confidence",
-    "weighted_negatives": True,
-    "conf_hidden": 512,
-    "conf_dropout": 0.5,
-    "conf_lr": 1e-3,
-    "conf_max_epochs": 30,
-    "conf_patience": 2,
-    "conf_held_out": 0.1,
-}
 
-
-@register_method(
-    "smooth_proxy_anchor",
-    defaults=SPA_DEFAULTS,
-    description="Smooth Proxy-Anchor (Roig et al. 2020): BCE confidence module, then "
-    "confidence-weighted Proxy-Anchor (noisy_pml.losses.SmoothProxyAnchorLoss)",
-    requires=("noisy_pml.losses:SmoothProxyAnchorLoss", "noisy_pml.models:ConfidenceModule"),
-)
 class SmoothProxyAnchorMethod(BenchMethod):
+    """Phase 1: per-sample class confidences; phase 2: SmoothProxyAnchorLoss weighted by them."""
+
     def build_loss(self, train, cfg):
         from ..losses import SmoothProxyAnchorLoss
 
         return SmoothProxyAnchorLoss(
-            train.num_classes,
-            self.head.out_dim,
-            margin=cfg["margin"],
-            alpha=cfg["alpha"],
-            smoothing_position=cfg["smoothing_position"],
-            smoothing_sharpness=float(cfg["smoothing_sharpness"]),
-            positive_threshold=cfg["positive_threshold"],
-            positive_set=cfg["positive_set"],
-            weighted_negatives=cfg["weighted_negatives"],
+            train.num_classes, self.head.out_features, **self.kwargs("loss")
         )
 
     def prepare(self, train: TrainSet, seed: int) -> None:
         """Phase 1: BCE confidence module on the frozen features, early-stopped on a held-out
-        10% slice of the noisy training data; then the (N, C) confidence table (centre view)."""
+        slice of the noisy training data; then the (N, C) confidence table (centre view)."""
         from ..models import ConfidenceBCELoss, ConfidenceModule
 
         cfg = self.cfg
@@ -365,9 +238,7 @@ class SmoothProxyAnchorMethod(BenchMethod):
         perm = torch.randperm(n, generator=g)
         n_held = max(1, int(cfg["conf_held_out"] * n))
         held, fit = perm[:n_held], perm[n_held:]
-        module = ConfidenceModule(
-            train.feature_dim, train.num_classes, cfg["conf_hidden"], cfg["conf_dropout"]
-        )
+        module = ConfidenceModule(train.feature_dim, train.num_classes, **self.kwargs("phase1"))
         mean = views[:, 0].mean(0)
         crit = ConfidenceBCELoss(train.num_classes)
         opt = torch.optim.Adam(module.parameters(), lr=cfg["conf_lr"])
@@ -411,35 +282,22 @@ class SmoothProxyAnchorMethod(BenchMethod):
 # ---------------------------------------------------------------------------------------------
 # AHSML (Yan et al., TIP 2023): hyperbolic head, adaptive per-pair thresholds, two views
 
-AHSML_DEFAULTS: dict[str, Any] = {
-    **HEAD_DEFAULTS,
-    "hyperbolic": True,
-    "curvature": 1.0,
-    "consistency": True,
-    "delta": 0.2,
-    "gamma": 0.5,
-    "negative": "literal",
-    "augmentation": "min",
-    "scope": "memory",
-}
-
 
 class _AHSMLBase(BenchMethod):
-    """Embedding head -> Poincare map (exp0 of the L2-normalised output, c = 1); the loss gets
-    ``[view_1; view_2]`` of the batch's images and their dataset indices."""
+    """Embedding head -> Poincare map (noisy_pml.models.PoincareHead, curvature from the
+    library default); the loss gets ``[view_1; view_2]`` of the batch's images and their
+    dataset indices."""
 
-    def __init__(self, train: TrainSet, cfg: dict[str, Any]) -> None:
+    def __init__(self, train: TrainSet, cfg: dict[str, Any], spec: Any) -> None:
         self.two_view = bool(cfg["consistency"])
-        super().__init__(train, cfg)
+        super().__init__(train, cfg, spec)
         self.poincare = None
         if cfg["hyperbolic"]:
             from ..models import PoincareHead
 
-            self.poincare = PoincareHead(self.head.out_dim, None, c=cfg["curvature"])
+            self.poincare = PoincareHead(self.head.out_features, None, **self.kwargs("poincare"))
 
     def similarity(self):
-        from pytorch_metric_learning.distances import CosineSimilarity
-
         if self.cfg["hyperbolic"]:
             from ..distances import PoincareSimilarity
 
@@ -458,53 +316,26 @@ class _AHSMLBase(BenchMethod):
         self.loss_fn.set_batch_info(sample_indices=idx)
         return self.loss_fn(emb, labels)
 
-    def _threshold_kwargs(self, train, cfg):
-        return dict(
-            delta=cfg["delta"],
-            negative=cfg["negative"],
-            augmentation=cfg["augmentation"],
-            scope=cfg["scope"],
-            num_samples=train.num_samples,
-            views=2 if cfg["consistency"] else 1,
-        )
+    def _threshold_data(self, train: TrainSet) -> dict[str, Any]:
+        return {"num_samples": train.num_samples, "views": 2 if self.cfg["consistency"] else 1}
 
 
-@register_method(
-    "ahsml_ms",
-    defaults={**AHSML_DEFAULTS, "alpha": 2.0, "beta": 50.0, "base": 0.5, "epsilon": 0.1},
-    description="AHSML with MS* (noisy_pml.losses.MultiSimilarityStarLoss), hyperbolic head, "
-    "two views",
-    two_view=True,
-    requires=("noisy_pml.losses:MultiSimilarityStarLoss", "noisy_pml.models:PoincareHead"),
-)
 class AHSMLMSMethod(_AHSMLBase):
+    """AHSML's MS* loss (noisy_pml.losses.MultiSimilarityStarLoss)."""
+
     def build_loss(self, train, cfg):
         from ..losses import MultiSimilarityStarLoss
 
         return MultiSimilarityStarLoss(
-            alpha=cfg["alpha"],
-            beta=cfg["beta"],
-            base=cfg["base"],
-            mining_epsilon=cfg["epsilon"],
-            distance=self.similarity(),
-            **self._threshold_kwargs(train, cfg),
+            **self.kwargs("loss"), distance=self.similarity(), **self._threshold_data(train)
         )
 
 
-@register_method(
-    "ahsml_contrastive",
-    defaults={**AHSML_DEFAULTS, "pos_margin": 1.0, "neg_margin": 0.5},
-    description="AHSML thresholds on PML's ContrastiveLoss (noisy_pml.losses."
-    "AdaptiveThresholdLoss), hyperbolic head, two views",
-    two_view=True,
-    requires=("noisy_pml.losses:AdaptiveThresholdLoss", "noisy_pml.models:PoincareHead"),
-)
 class AHSMLContrastiveMethod(_AHSMLBase):
+    """AHSML's adaptive thresholds on PML's ContrastiveLoss (AdaptiveThresholdLoss)."""
+
     def build_loss(self, train, cfg):
         from ..losses import AdaptiveThresholdLoss
 
-        inner = pml_losses.ContrastiveLoss(
-            pos_margin=cfg["pos_margin"], neg_margin=cfg["neg_margin"], distance=self.similarity()
-        )
-        kw = self._threshold_kwargs(train, cfg)
-        return AdaptiveThresholdLoss(inner, gamma=cfg["gamma"], **kw)
+        inner = pml_losses.ContrastiveLoss(**self.kwargs("inner_loss"), distance=self.similarity())
+        return AdaptiveThresholdLoss(inner, **self.kwargs("loss"), **self._threshold_data(train))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ __all__ = [
     "run_grid",
     "run_key",
     "read_results",
+    "repair_results",
 ]
 
 RESULTS_NAME = "results.jsonl"
@@ -340,7 +342,7 @@ def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "froze
         data.train_views, noise.noisy_labels, data.train_labels, noise.noise_mask, data.num_classes
     )
     t0 = time.perf_counter()
-    method = spec.build(train, cfg)
+    method = spec.load()(train, cfg, spec)
     method.prepare(train, run.seed)
     k = 2 if getattr(method, "two_view", spec.two_view) else 1
     m = cfg.get("m_per_class", 1)
@@ -445,7 +447,43 @@ def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+def repair_results(path: str | os.PathLike) -> Path | None:
+    """Move a torn last line of a results JSONL file aside; return where it went (or None).
+
+    A process killed while writing leaves a last line without its newline. Appending to such a
+    file would glue the next record onto the torn line and lose both, so before any append the
+    torn tail is cut off (the file is truncated after its last newline) and saved next to it as
+    ``<name>.torn-<unix time>`` with a warning. Every complete line (every finished run) stays.
+    """
+    p = Path(path)
+    if not p.exists():
+        return None
+    data = p.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return None
+    cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+    aside = p.with_name(f"{p.name}.torn-{int(time.time())}-{os.getpid()}")
+    aside.write_bytes(data[cut:])
+    with open(p, "r+b") as f:
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(
+        f"{p}: its last line was cut off mid-write ({len(data) - cut} bytes, no newline; an "
+        f"interrupted run). Moved it to {aside.name}; that run will be repeated.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return aside
+
+
 def _append(path: Path, record: dict[str, Any]) -> None:
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        if torn:  # another process sharing the file was killed mid-write
+            repair_results(path)
     with open(path, "a") as f:
         f.write(json.dumps(record, default=str) + "\n")
         f.flush()
@@ -474,6 +512,7 @@ def run_grid(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_NAME
+    repair_results(path)
     done = {r.get("key") for r in read_results(path)}
     runs = list(runs)
     todo = []
