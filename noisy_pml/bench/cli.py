@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="noise recipes, e.g. clean symmetric:0.2 small_cluster:0.25",
     )
-    b.add_argument("--seeds", nargs="+", type=_int_at_least(0), default=None, help="seeds (e.g. 0 1 2)")
+    b.add_argument(
+        "--seeds", nargs="+", type=_int_at_least(0), default=None, help="seeds (e.g. 0 1 2)"
+    )
     b.add_argument(
         "--protocol",
         choices=["frozen", "finetune"],
@@ -173,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cached augmented views per training image (besides the centre crop)",
     )
-    b.add_argument("--epochs", type=_int_at_least(0), default=None, help="training epochs of every method")
+    b.add_argument(
+        "--epochs", type=_int_at_least(0), default=None, help="training epochs of every method"
+    )
     b.add_argument(
         "--set",
         nargs="+",
@@ -297,7 +301,9 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
         plan["set"]["epochs"] = args.epochs
     from .run import parse_overrides
 
-    plan["set"].update(dict(parse_overrides(args.set)))
+    user_set = dict(parse_overrides(args.set))
+    plan["set"].update(user_set)
+    plan["user_set"] = sorted(user_set)
     if args.smoke:
         plan["set"].update(SMOKE_SET)
         plan["image_size"] = min(plan["image_size"], 96)
@@ -325,6 +331,17 @@ def _check_plan(plan: dict[str, Any]) -> None:
     from .registry import check_protocol
 
     check_protocol(plan["protocol"])
+    # resolve every method's configuration now: a --set value of the wrong type fails here,
+    # before any folder is made or any run starts
+    known: set[str] = set()
+    for m in plan["methods"]:
+        known.update(_cfg_for_method(plan, m))
+    unknown = sorted(set(plan["user_set"]) - known)
+    if unknown:
+        raise ValueError(
+            f"--set {unknown[0]}=...: no method of this grid ({', '.join(plan['methods'])}) has "
+            f"a hyperparameter {unknown[0]!r}; `noisy-pml bench --list` shows each method's"
+        )
 
 
 def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | None = None):
@@ -429,8 +446,7 @@ def bench(args: argparse.Namespace) -> int:
         return 0
     plan = _plan(args)
     _check_plan(plan)
-    from .report import write_report
-    from .run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
+    from .run import DataSpec
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     data_spec = DataSpec(
@@ -450,7 +466,20 @@ def bench(args: argparse.Namespace) -> int:
         )
     if args.report_only and not (out / "results.jsonl").exists():
         raise ValueError(f"--report-only: no results file {out / 'results.jsonl'}")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_and_report(args, plan, data_spec, out, log)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty output folder behind
+        raise
+
+
+def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
+    from .report import write_report
+    from .run import RunSpec, prepare_data, read_results, run_grid, run_key
+
     t0 = time.perf_counter()
     feature_seconds = None
     if not args.report_only:
@@ -484,6 +513,7 @@ def bench(args: argparse.Namespace) -> int:
             for noise in v.get("noise", plan["noise"]):
                 over = tuple(sorted(extra.items()))
                 runs.append(RunSpec(v["method"], noise, seed, "test", over, label=v["name"]))
+
     def cfg_of(run: RunSpec) -> dict[str, Any]:
         return _cfg_for_method(plan, run.method, run.overrides_dict())
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,8 +148,8 @@ def extract_view(
 ) -> Path:
     """Compute (or find cached) features of one view of ``img_paths``; return the cache file.
 
-    The file holds ``features`` (float16, N x D), ``paths`` (relative, in extraction order),
-    ``spec`` and ``seconds`` (wall time of the extraction).
+    The file holds ``features`` (float16, N x D), ``sha1`` (their checksum), ``paths``
+    (relative, in extraction order), ``spec`` and ``seconds`` (wall time of the extraction).
     """
     path = cache_path(spec, img_paths, cache_dir)
     if path.exists():
@@ -172,8 +173,10 @@ def extract_view(
         for x in tqdm(loader, desc=desc, disable=not progress, leave=False):
             chunks.append(model(x).to(torch.float16))
     seconds = time.perf_counter() - start
+    features = torch.cat(chunks)
     payload = {
-        "features": torch.cat(chunks),
+        "features": features,
+        "sha1": _checksum(features),
         "paths": [_rel_path(p) for p in img_paths],
         "spec": asdict(spec),
         "seconds": seconds,
@@ -184,6 +187,48 @@ def extract_view(
     return path
 
 
+def _checksum(features: torch.Tensor) -> str:
+    """SHA-1 of the feature bytes (stored in the cache file, checked on every load)."""
+    return hashlib.sha1(features.contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _load_checked(path: Path, order: Sequence[str]) -> dict | None:
+    """The cache file's contents, or None after moving a corrupt file aside with a warning.
+
+    Corrupt means: it does not load (truncated, not a torch file), misses a field, its
+    feature rows and paths disagree, a requested image is missing from it, or its stored
+    checksum does not match the features (files written before checksums were stored are
+    accepted when everything else holds).
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        feats, paths = blob["features"], blob["paths"]
+        problem = None
+        if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or len(feats) != len(paths):
+            problem = "features and paths disagree"
+        elif not set(order) <= set(paths):
+            problem = "it lacks some of the requested images"
+        elif "sha1" in blob and blob["sha1"] != _checksum(feats):
+            problem = "checksum mismatch"
+        float(blob["seconds"])
+    except Exception as exc:  # any load failure means the file cannot be trusted
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is None:
+        return blob
+    aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{os.getpid()}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another process already moved it
+        pass
+    warnings.warn(
+        f"feature cache {path} is corrupt ({problem}); moved it to {aside.name} and "
+        "extracting these features again",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
+
+
 def load_views(
     specs: Sequence[ViewSpec],
     img_paths: Sequence[str],
@@ -192,8 +237,10 @@ def load_views(
 ) -> tuple[torch.Tensor, float]:
     """Features ``(N, V, D)`` (float32) of ``len(specs)`` views, rows in ``img_paths`` order.
 
-    Views not cached yet are extracted first. Also returns the summed extraction wall time
-    recorded in the cache files (the cost paid once, whenever it was paid).
+    Views not cached yet are extracted first; a cached file that is corrupt (does not load,
+    truncated, checksum mismatch) is moved aside with a warning and extracted again. Also
+    returns the summed extraction wall time recorded in the cache files (the cost paid once,
+    whenever it was paid).
     """
     order = [_rel_path(p) for p in img_paths]
     out, seconds = [], 0.0
@@ -204,7 +251,14 @@ def load_views(
             if model is None:
                 model, _ = build_backbone(spec.backbone, spec.image_size)
             extract_view(spec, img_paths, cache_dir, model=model, **extract_kwargs)
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = _load_checked(path, order)
+        if blob is None:  # corrupt or truncated: moved aside, extract again
+            if model is None:
+                model, _ = build_backbone(spec.backbone, spec.image_size)
+            extract_view(spec, img_paths, cache_dir, model=model, **extract_kwargs)
+            blob = _load_checked(path, order)
+            if blob is None:
+                raise RuntimeError(f"feature cache {path} is unreadable right after writing it")
         rows = {p: i for i, p in enumerate(blob["paths"])}
         idx = torch.tensor([rows[p] for p in order])
         out.append(blob["features"][idx].float())

@@ -220,7 +220,14 @@ def check_value(key: str, value: Any, default: Any) -> Any:
     return value
 
 
-_INTEGER = {"epochs", "batch_size", "m_per_class", "embedding_size", "head_hidden", "conf_max_epochs"}
+_INTEGER = {
+    "epochs",
+    "batch_size",
+    "m_per_class",
+    "embedding_size",
+    "head_hidden",
+    "conf_max_epochs",
+}
 _NON_NEGATIVE = {"epochs", "weight_decay", "conf_max_epochs", "conf_epochs"}
 _POSITIVE = {
     "batch_size",
@@ -289,7 +296,9 @@ _COSINE_CONTRASTIVE = {"pos_margin": 1.0, "neg_margin": 0.5}
 _PRISM = Component(
     "miner", "noisy_pml.miners:PRISMMiner", from_data=("num_samples", "num_classes", "inner_miner")
 )
-_MS_MINER = Component("inner_miner", f"{_PML_M}:MultiSimilarityMiner", rename={"epsilon": "epsilon"})
+_MS_MINER = Component(
+    "inner_miner", f"{_PML_M}:MultiSimilarityMiner", rename={"epsilon": "epsilon"}
+)
 # AHSML: the Poincare map of the head (curvature c) and the per-sample threshold memory
 _POINCARE = Component(
     "poincare",
@@ -387,9 +396,7 @@ for _spec in (
         "ahsml_contrastive",
         f"{_M}:AHSMLContrastiveMethod",
         (
-            Component(
-                "loss", "noisy_pml.losses:AdaptiveThresholdLoss", from_data=_THRESHOLD_DATA
-            ),
+            Component("loss", "noisy_pml.losses:AdaptiveThresholdLoss", from_data=_THRESHOLD_DATA),
             Component("inner_loss", f"{_PML_L}:ContrastiveLoss", override=_COSINE_CONTRASTIVE),
             _POINCARE,
         ),

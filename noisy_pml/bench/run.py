@@ -121,6 +121,11 @@ def _resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | No
             )
         data_root = env
     root = Path(data_root)
+    if not root.is_dir():
+        raise ValueError(
+            f"--data-root {root}: no such folder (expected the folder holding {dataset}/, or "
+            "the dataset folder itself; see docs/guide/benchmark.md for the layouts)"
+        )
     return str(root / dataset) if (root / dataset).is_dir() else str(root)
 
 

@@ -55,8 +55,11 @@ class EmbeddingHead(nn.Module):
         super().__init__()
         if kind not in HEAD_KINDS:
             raise ValueError(f"kind must be one of {HEAD_KINDS}, got {kind!r}")
-        for name, v in (("in_features", in_features), ("out_features", out_features),
-                        ("hidden", hidden)):
+        for name, v in (
+            ("in_features", in_features),
+            ("out_features", out_features),
+            ("hidden", hidden),
+        ):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v!r}")
         self.kind = kind

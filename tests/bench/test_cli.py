@@ -174,3 +174,86 @@ def test_finetune_protocol_end_to_end(tmp_path):
     recs = _lines(tmp_path / "results.jsonl")
     assert {(r["protocol"], r["cfg"]["backbone_lr"]) for r in recs} == {("finetune", 1e-3)}
     assert "finetune tiny_cnn" in (tmp_path / "results.md").read_text()
+
+
+ONE = ["bench", "--methods", "proxy_anchor", "--noise", "clean", "--epochs", "1", "--no-plots",
+       "--quiet"]
+
+
+def test_torn_last_record_is_detected_and_every_finished_run_survives(tmp_path):
+    """Issue 13.1: a record cut mid-write must not swallow the next one."""
+    assert main([*ONE, "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # seed 1 torn
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        assert main([*ONE, "--seeds", "0", "1", "2", "--out", str(tmp_path)]) == 0
+    recs = _lines(path)  # every line parses: nothing glued onto the torn one
+    assert sorted(r["seed"] for r in recs) == [0, 1, 2]
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert summary["proxy_anchor"]["clean"]["seeds"] == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "-1"], "--epochs: expected an integer >= 0, got -1"),
+        (["--seeds", "x"], "--seeds: expected an integer, got 'x'"),
+        (["--image-size", "8"], "--image-size: expected an integer >= 32, got 8"),
+        (["--threads", "0"], "--threads: expected an integer >= 1, got 0"),
+    ],
+)
+def test_bad_numeric_flags_are_argparse_errors(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exc:
+        main([*ONE, *flags, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("lr=abc", "lr must be int or float (like its default 0.0001), got 'abc'"),
+        ("epochs=-1", "epochs must be >= 0, got -1"),
+        ("epochs=1.5", "epochs must be int"),
+        ("lrr=1", "no method of this grid (proxy_anchor) has a hyperparameter 'lrr'"),
+    ],
+)
+def test_bad_set_values_are_clear_errors_before_anything_runs(tmp_path, capsys, item, message):
+    assert main([*ONE, "--set", item, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # no empty output folder left behind
+
+
+def test_set_changes_the_run(tmp_path):
+    """A library hyperparameter given with --set reaches the loss the run trains."""
+    assert main([*ONE, "--out", str(tmp_path / "a")]) == 0
+    assert main([*ONE, "--set", "alpha=4", "--out", str(tmp_path / "b")]) == 0
+    (a,), (b,) = _lines(tmp_path / "a" / "results.jsonl"), _lines(tmp_path / "b" / "results.jsonl")
+    assert b["cfg"]["alpha"] == 4 and a["cfg"]["alpha"] != 4
+    assert a["loss_per_epoch"] != b["loss_per_epoch"]
+    assert a["key"] != b["key"]
+
+
+def test_missing_data_root_names_it_and_suggests_no_nonexistent_flag(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    out = tmp_path / "o"
+    code = main(["bench", "--dataset", "cub", "--data-root", str(missing), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(missing) in err
+    assert "download" not in err
+    assert not out.exists()
+
+
+def test_list_shows_each_methods_effective_library_defaults(capsys):
+    import inspect
+
+    from noisy_pml.losses import SmoothProxyAnchorLoss
+
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    mu = inspect.signature(SmoothProxyAnchorLoss).parameters["smoothing_position"].default
+    assert f"smoothing_position={mu!r}" in out
+    assert "epochs=" in out and "curvature=" in out

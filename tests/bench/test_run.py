@@ -57,3 +57,14 @@ def test_same_noisy_labels_for_every_method_within_a_seed(tmp_path):
     c = bench_run.run_one(data, RunSpec("contrastive", "symmetric:0.5", 4, overrides=FAST))
     assert a["noisy_labels_sha1"] == b["noisy_labels_sha1"] != c["noisy_labels_sha1"]
     assert a["achieved_noise_rate"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_torn_last_line_is_moved_aside_before_appending(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "met')
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        aside = bench_run.repair_results(path)
+    assert path.read_text() == json.dumps({"key": "a"}) + "\n"
+    assert aside.read_text() == '{"key": "b", "met'
+    bench_run._append(path, {"key": "c"})
+    assert [r["key"] for r in read_results(path)] == ["a", "c"]
