@@ -1,5 +1,6 @@
 """trainers: Smooth Proxy-Anchor's two phases on PML's shipped trainers."""
 
+from .batch_getter import batch_getter
 from .confidence_table import ConfidenceTable, IndexedDataset
 from .two_phase import (
     HeldOutEarlyStopping,
@@ -11,6 +12,7 @@ from .two_phase import (
 )
 
 __all__ = [
+    "batch_getter",
     "ConfidenceTable",
     "HeldOutEarlyStopping",
     "IndexedDataset",
