@@ -33,14 +33,8 @@ import torch
 from torch import nn
 
 from .backbones import build_backbone
-from .run import (
-    RunSpec,
-    _balanced_batches,
-    build_method,
-    carve_validation,
-    make_optimizer,
-    make_record,
-)
+from .run import RunSpec, balanced_sampler, build_method, carve_validation, make_record
+from .training import fit
 
 __all__ = ["ImageSplit", "ImageData", "prepare_images", "run_one_finetune", "freeze_batchnorm"]
 
@@ -240,7 +234,7 @@ def run_one_finetune(
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
-    cfg, noise, train, method, k, bs, build_seconds = build_method(data, run, cfg, "finetune")
+    cfg, noise, train, method, k, build_seconds = build_method(data, run, cfg, "finetune")
     t0 = time.perf_counter() - build_seconds
     device = _device()
     backbone, _ = build_backbone(data.backbone, data.image_size)
@@ -248,41 +242,35 @@ def run_one_finetune(
     method.to(device)
     weak, ev = _transforms(data.backbone, data.image_size)
     groups = method.param_groups()
-    losses: list[float] = []
-    epoch_seconds: list[float] = []
-    if groups and cfg["epochs"] > 0:
+    if groups:
         groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
-        opt = make_optimizer(groups, cfg)
-        params = [p for grp in groups for p in grp["params"]]
-        g = torch.Generator().manual_seed(run.seed)
-        labels = train.labels.to(device)
-        for _ in range(cfg["epochs"]):
-            te = time.perf_counter()
-            backbone.train()
-            if cfg["freeze_bn"]:
-                freeze_batchnorm(backbone)
-            method.train()
-            batches = list(_balanced_batches(train.labels, bs, cfg["m_per_class"], g))
-            total, steps = 0.0, 0
-            for idx, batch in zip(
-                batches, _train_loader(data.train_images, weak, k == 2, batches), strict=True
-            ):
-                if k == 2:  # (B, 2, D): the two views of each image
-                    b = len(idx)
-                    z = backbone(torch.cat([batch[0], batch[1]]).to(device))
-                    x = torch.stack([z[:b], z[b:]], dim=1)
-                else:
-                    x = backbone(batch.to(device))
-                idx_d = idx.to(device)
-                loss = method.compute_loss(x, labels[idx_d], idx_d)
-                opt.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
-                    torch.nn.utils.clip_grad_value_(params, 10.0)
-                    opt.step()
-                total, steps = total + float(loss.detach()), steps + 1
-            losses.append(total / max(steps, 1))
-            epoch_seconds.append(round(time.perf_counter() - te, 2))
+    g = torch.Generator().manual_seed(run.seed)
+    sampler = balanced_sampler(train.labels, cfg, g) if cfg["epochs"] > 0 else None
+    labels = train.labels.to(device)
+
+    def start_epoch() -> None:
+        backbone.train()
+        if cfg["freeze_bn"]:
+            freeze_batchnorm(backbone)
+        method.train()
+
+    def epoch_batches():
+        batches = list(sampler.index_batches())
+        loader = _train_loader(data.train_images, weak, k == 2, batches)
+        for idx, images in zip(batches, loader, strict=True):
+            views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
+            idx_d = idx.to(device)
+            yield (*(v.to(device) for v in views), labels[idx_d], idx_d)
+
+    losses, epoch_seconds = fit(
+        method,
+        groups,
+        cfg,
+        epoch_batches,
+        two_view=k == 2,
+        encode=backbone,
+        on_epoch_start=start_epoch,
+    )
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     backbone.eval()

@@ -7,8 +7,10 @@ hyperparameter value is written in this file. A method object exposes
 
 - ``param_groups()``: optimiser parameter groups (head; loss parameters such as proxies);
 - ``prepare(train)``: optional first phase (Smooth Proxy-Anchor's confidence module);
-- ``compute_loss(x, labels, idx)``: ``x`` is (B, D) for one-view methods or (B, 2, D) for
-  two-view methods (two different cached views of each image), ``idx`` the sample indices;
+- ``compute_loss(x, labels, idx)``: ``x`` is (B, D) for one-view methods or (2B, D) rows
+  ``[view_1; view_2]`` with labels doubled for two-view methods, ``idx`` the B sample indices
+  (the training loop has already handed them to ``receivers()`` through
+  :func:`noisy_pml.trainers.batch_getter`);
 - ``embed(x)``: the embedding used for retrieval, and ``eval_distance`` (``None`` = cosine);
 - ``sample_scores()``: per-training-sample clean scores (higher = more likely clean) for the
   noise-detection curves, or ``None``.
@@ -308,13 +310,11 @@ class _AHSMLBase(BenchMethod):
         z = self.head(x)
         return self.poincare(z) if self.poincare is not None else z
 
+    def receivers(self) -> list[nn.Module]:
+        return [self.loss_fn]  # gets the batch's indices through set_batch_info
+
     def compute_loss(self, x, labels, idx):
-        if x.dim() == 3:  # (B, 2, D) -> rows [view_1 of B; view_2 of B]
-            x = torch.cat([x[:, 0], x[:, 1]])
-            labels = torch.cat([labels, labels])
-        emb = self.embed(x)
-        self.loss_fn.set_batch_info(sample_indices=idx)
-        return self.loss_fn(emb, labels)
+        return self.loss_fn(self.embed(x), labels)
 
     def _threshold_data(self, train: TrainSet) -> dict[str, Any]:
         return {"num_samples": train.num_samples, "views": 2 if self.cfg["consistency"] else 1}

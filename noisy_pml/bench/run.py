@@ -18,6 +18,7 @@ from ..noise import NoiseRecipe, apply_noise
 from .features import ViewSpec, load_views
 from .methods import TrainSet
 from .registry import check_protocol, get_method
+from .training import fit
 
 __all__ = [
     "BenchData",
@@ -277,35 +278,25 @@ def _prepare(spec, mode, data_root, cache_dir, val_classes, progress):
 # one run
 
 
-def _balanced_batches(labels: torch.Tensor, batch_size: int, m: int, g: torch.Generator):
-    """One epoch of class-balanced batches: batch_size // m classes, m samples each."""
-    classes = labels.unique()
-    by_class = [torch.nonzero(labels == k).flatten() for k in classes]
-    per_batch = max(1, min(len(classes), batch_size // m))
-    for _ in range(max(1, len(labels) // (per_batch * m))):
-        chosen = torch.randperm(len(classes), generator=g)[:per_batch]
-        idx = []
-        for k in chosen.tolist():
-            members = by_class[k]
-            if len(members) >= m:
-                pick = members[torch.randperm(len(members), generator=g)[:m]]
-            else:
-                pick = members[torch.randint(len(members), (m,), generator=g)]
-            idx.append(pick)
-        yield torch.cat(idx)
-
-
 def _pick_views(views: torch.Tensor, idx: torch.Tensor, k: int, mode: str, g: torch.Generator):
-    """(B, D) one view per sample (k=1) or (B, 2, D) two different views (k=2)."""
+    """``(x,)`` one view per sample (k=1) or ``(view_1, view_2)`` two different views (k=2)."""
     n_views = views.shape[1] if mode == "all" else 1
     if k == 1:
         v = torch.randint(n_views, (len(idx),), generator=g)
-        return views[idx, v]
+        return (views[idx, v],)
     if n_views < 2:
-        return views[idx, 0].unsqueeze(1).expand(-1, 2, -1)
+        return views[idx, 0], views[idx, 0]
     v1 = torch.randint(n_views, (len(idx),), generator=g)
     v2 = (v1 + torch.randint(1, n_views, (len(idx),), generator=g)) % n_views
-    return torch.stack([views[idx, v1], views[idx, v2]], dim=1)
+    return views[idx, v1], views[idx, v2]
+
+
+def balanced_sampler(labels: torch.Tensor, cfg: dict[str, Any], g: torch.Generator):
+    """The run's :class:`~noisy_pml.datasets.ClassBalancedBatchSampler` (cfg's batch size and
+    ``m_per_class``), drawing from ``g``."""
+    from ..datasets.sampler import ClassBalancedBatchSampler
+
+    return ClassBalancedBatchSampler(labels, cfg["batch_size"], cfg["m_per_class"], generator=g)
 
 
 def _auroc_curve(scores: torch.Tensor, noisy: torch.Tensor, points: int = 51):
@@ -333,7 +324,7 @@ def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "froze
     """Shared by both protocols: noisy labels of ``run``, the method (head + loss + miner) built
     on ``data.train_views`` and its optional first phase (Smooth PA's confidence module).
 
-    Returns ``(cfg, noise result, TrainSet, method, views per sample k, batch size, seconds)``;
+    Returns ``(cfg, noise result, TrainSet, method, views per sample k, seconds)``;
     ``seconds`` is the wall time after the noise injection (method building + first phase).
     """
     spec = get_method(run.method)
@@ -350,15 +341,7 @@ def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "froze
     method = spec.load()(train, cfg, spec)
     method.prepare(train, run.seed)
     k = 2 if getattr(method, "two_view", spec.two_view) else 1
-    m = cfg.get("m_per_class", 1)
-    bs = min(cfg.get("batch_size", 1), m * data.num_classes)
-    bs -= bs % m
-    return cfg, noise, train, method, k, bs, time.perf_counter() - t0
-
-
-def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW over the parameter groups (each group carries its own lr)."""
-    return torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return cfg, noise, train, method, k, time.perf_counter() - t0
 
 
 def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> dict[str, Any]:
@@ -394,26 +377,17 @@ def run_one(data, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, 
         from .finetune import run_one_finetune
 
         return run_one_finetune(data, run, cfg)[0]
-    cfg, noise, train, method, k, bs, build_seconds = build_method(data, run, cfg)
+    cfg, noise, train, method, k, build_seconds = build_method(data, run, cfg)
     t0 = time.perf_counter() - build_seconds
-    groups = method.param_groups()
-    losses: list[float] = []
-    if groups and cfg["epochs"] > 0:
-        opt = make_optimizer(groups, cfg)
-        g = torch.Generator().manual_seed(run.seed)
-        m = cfg["m_per_class"]
-        for _ in range(cfg["epochs"]):
-            total, steps = 0.0, 0
-            for idx in _balanced_batches(train.labels, bs, m, g):
-                x = _pick_views(train.views, idx, k, cfg["train_views"], g)
-                loss = method.compute_loss(x, train.labels[idx], idx)
-                opt.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
-                    torch.nn.utils.clip_grad_value_(method.parameters(), 10.0)
-                    opt.step()
-                total, steps = total + float(loss.detach()), steps + 1
-            losses.append(total / max(steps, 1))
+    g = torch.Generator().manual_seed(run.seed)
+    sampler = balanced_sampler(train.labels, cfg, g) if cfg["epochs"] > 0 else None
+
+    def epoch_batches():
+        for idx in sampler.index_batches():
+            views = _pick_views(train.views, idx, k, cfg["train_views"], g)
+            yield (*views, train.labels[idx], idx)
+
+    losses, _ = fit(method, method.param_groups(), cfg, epoch_batches, two_view=k == 2)
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     emb = _embed_all(method, data.eval_feats)
