@@ -80,6 +80,18 @@ def test_table_hands_the_batch_confidences_to_the_loss():
     torch.testing.assert_close(table(), c[[7, 2]])
 
 
+def test_table_takes_indices_through_set_batch_info_or_the_call():
+    c = torch.rand(10, 3)
+    table = ConfidenceTable(c)
+    table.set_batch_info(indices=torch.tensor([4, 1]), instance_ids=torch.tensor([0, 0]))
+    torch.testing.assert_close(table(), c[[4, 1]])
+    torch.testing.assert_close(table(torch.tensor([9])), c[[9]])
+    with pytest.raises(ValueError, match="batch indices must lie in 0..9"):
+        table.set_batch_info(indices=torch.tensor([10]))
+    with pytest.raises(ValueError, match="NaN"):
+        ConfidenceTable(torch.full((2, 2), math.nan))
+
+
 def test_indexed_dataset_yields_indices_and_forwards_targets():
     ds = IndexedDataset(Digits("train"))
     x, y, i = ds[5]
