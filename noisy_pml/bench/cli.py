@@ -83,7 +83,7 @@ SMOKE_SET = {
     "m_per_class": 4,
     "embedding_size": 64,
     "head_hidden": 128,
-    "conf_max_epochs": 2,
+    "conf_epochs": 2,
 }
 
 

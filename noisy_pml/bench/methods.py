@@ -29,7 +29,7 @@ from torch import nn
 
 from ..models.embedding_head import EmbeddingHead, principal_directions
 
-__all__ = ["TrainSet", "EmbeddingHead", "BenchMethod"]
+__all__ = ["TrainSet", "EmbeddingHead", "BenchMethod", "FeatureDataset"]
 
 
 @dataclass
@@ -72,6 +72,19 @@ def _principal_directions(feats: torch.Tensor) -> torch.Tensor:
             _PCA_CACHE.pop(next(iter(_PCA_CACHE)))
         _PCA_CACHE[key] = principal_directions(feats)
     return _PCA_CACHE[key]
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Cached features as a dataset of ``(feature, label, index)`` items, with ``targets``."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        self.features, self.targets = features, labels
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return self.features[i], int(self.targets[i]), i
 
 
 class BenchMethod(nn.Module):
@@ -230,48 +243,20 @@ class SmoothProxyAnchorMethod(BenchMethod):
         )
 
     def prepare(self, train: TrainSet, seed: int) -> None:
-        """Phase 1: BCE confidence module on the frozen features, early-stopped on a held-out
-        slice of the noisy training data; then the (N, C) confidence table (centre view)."""
-        from ..models import ConfidenceBCELoss, ConfidenceModule
+        """Phase 1 through the library: :func:`noisy_pml.trainers.estimate_confidences` on the
+        training images' centre-crop features (the trunk is the identity on cached features)
+        with the noisy labels, every argument at the library's default unless overridden in
+        the configuration (``conf_*`` keys, see ``noisy-pml bench --list``)."""
+        from ..trainers import estimate_confidences
 
-        cfg = self.cfg
-        g = torch.Generator().manual_seed(seed + 1)
-        n, views = train.num_samples, train.views
-        perm = torch.randperm(n, generator=g)
-        n_held = max(1, int(cfg["conf_held_out"] * n))
-        held, fit = perm[:n_held], perm[n_held:]
-        module = ConfidenceModule(train.feature_dim, train.num_classes, **self.kwargs("phase1"))
-        mean = views[:, 0].mean(0)
-        crit = ConfidenceBCELoss(train.num_classes)
-        opt = torch.optim.Adam(module.parameters(), lr=cfg["conf_lr"])
-        best, best_state, bad = float("inf"), None, 0
-        self.conf_epochs = 0
-        for _ in range(cfg["conf_max_epochs"]):
-            module.train()
-            order = fit[torch.randperm(len(fit), generator=g)]
-            for i in range(0, len(order), 256):
-                idx = order[i : i + 256]
-                v = torch.randint(views.shape[1], (len(idx),), generator=g)
-                loss = crit(module(views[idx, v] - mean), train.labels[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            module.eval()
-            with torch.no_grad():
-                val = float(crit(module(views[held, 0] - mean), train.labels[held]))
-            self.conf_epochs += 1
-            if val < best - 1e-5:
-                best, bad = val, 0
-                best_state = {k: t.clone() for k, t in module.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= cfg["conf_patience"]:
-                    break
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
-        with torch.no_grad():
-            self.register_buffer("confidence_table", module.confidences(views[:, 0] - mean))
+        table = estimate_confidences(
+            nn.Identity(),
+            FeatureDataset(train.views[:, 0], train.labels),
+            train.num_classes,
+            seed=seed,
+            **self.kwargs("phase1"),
+        )
+        self.register_buffer("confidence_table", table)
 
     def compute_loss(self, x, labels, idx):
         emb = self.embed(x)

@@ -226,9 +226,9 @@ _INTEGER = {
     "m_per_class",
     "embedding_size",
     "head_hidden",
-    "conf_max_epochs",
+    "conf_epochs",
 }
-_NON_NEGATIVE = {"epochs", "weight_decay", "conf_max_epochs", "conf_epochs"}
+_NON_NEGATIVE = {"epochs", "weight_decay"}
 _POSITIVE = {
     "batch_size",
     "m_per_class",
@@ -307,6 +307,9 @@ _POINCARE = Component(
     rename={"c": "curvature"},
 )
 _THRESHOLD_DATA = ("num_samples", "views", "thresholds", "loss")
+# phase 1 of Smooth PA: what the benchmark supplies to estimate_confidences (not knobs)
+_PHASE1_DATA = ("trunk", "dataset", "num_classes", "seed", "device", "progress", "eval_dataset",
+                "fold_log")
 _AHSML_KNOBS = {"hyperbolic": True, "consistency": True}  # Poincare head; two views per image
 
 for _spec in (
@@ -358,24 +361,21 @@ for _spec in (
             ),
             Component(
                 "phase1",
-                "noisy_pml.models:ConfidenceModule",
-                ("in_features", "num_classes"),
-                rename={"hidden": "conf_hidden", "dropout": "conf_dropout"},
-            ),
-            Component(
-                "phase1_optimiser",
-                "noisy_pml.trainers:confidence_trainer",
-                ("trunk", "confidence_module", "dataset", "batch_size", "held_out"),
-                rename={"lr": "conf_lr", "patience": "conf_patience"},
-            ),
-            Component(
-                "phase1_held_out",
-                "noisy_pml.trainers:split_held_out",
-                ("dataset", "seed"),
-                rename={"fraction": "conf_held_out"},
+                "noisy_pml.trainers:estimate_confidences",
+                _PHASE1_DATA,
+                rename={
+                    "folds": "conf_folds",
+                    "held_out_fraction": "conf_held_out",
+                    "epochs": "conf_epochs",
+                    "batch_size": "conf_batch_size",
+                    "lr": "conf_lr",
+                    "patience": "conf_patience",
+                    "hidden_size": "conf_hidden",
+                    "dropout": "conf_dropout",
+                },
             ),
         ),
-        {**PROXY_DEFAULTS, "conf_max_epochs": 30},
+        PROXY_DEFAULTS,
         "Smooth Proxy-Anchor (Roig et al. 2020): BCE confidence module, then "
         "confidence-weighted Proxy-Anchor (noisy_pml.losses.SmoothProxyAnchorLoss)",
     ),
