@@ -77,6 +77,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULTS["cars196"] = {**DEFAULTS["cub"], "image_size": 160}
+# a user's own images (folder:PATH, csv:FILE): CUB's protocol, fewer cells
+DEFAULTS["custom"] = {
+    **DEFAULTS["cub"],
+    "noise": ["clean", "symmetric:0.2", "symmetric:0.5"],
+    "seeds": [0, 1],
+}
 SMOKE_SET = {
     "epochs": 1,
     "batch_size": 20,
@@ -117,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--dataset",
-        choices=["digits", "cub", "cars196"],
         default=None,
-        help="dataset (default digits: embedded, no download)",
+        help="digits (default: embedded, no download), cub, cars196, folder:PATH (one "
+        "sub-folder of images per class) or csv:FILE (columns path,label[,split])",
     )
     b.add_argument(
         "--data-root",
@@ -258,7 +264,10 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """Merge dataset defaults < config file < command-line flags into one plan."""
     cfg = _load_config(args.config) if args.config else {}
     dataset = args.dataset or cfg.get("dataset", "digits")
-    base = DEFAULTS[dataset]
+    from ..datasets.registry import parse_dataset_name
+
+    kind, _ = parse_dataset_name(dataset)  # clear error for an unknown name
+    base = DEFAULTS[kind if kind in DEFAULTS else "custom"]
     plan: dict[str, Any] = {
         "dataset": dataset,
         "methods": list(base["methods"]),
@@ -584,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return bench(args)
-    except (ValueError, DatasetNotFoundError) as e:
+    except (ValueError, OSError, DatasetNotFoundError) as e:
         print(f"noisy-pml bench: error: {e}", file=sys.stderr)
         return 2
 

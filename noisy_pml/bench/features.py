@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 import warnings
 from collections.abc import Sequence
@@ -95,7 +96,8 @@ def cache_path(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     tag = "center" if spec.recipe == "center" else f"aug{spec.view}"
     key = cache_key(spec, img_paths)
-    name = f"{spec.dataset}-{spec.split}-{spec.backbone}-{spec.image_size}-{tag}-{key}.pt"
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.dataset).strip("_")[-40:]  # folder:/a/b
+    name = f"{dataset}-{spec.split}-{spec.backbone}-{spec.image_size}-{tag}-{key}.pt"
     return root / name
 
 
@@ -133,8 +135,11 @@ class _ImageFiles(torch.utils.data.Dataset):
 
         if self.spec.recipe == "aug":  # reproducible per (seed, view, image)
             torch.manual_seed(hash((self.spec.seed, self.spec.view, i)) % (2**31))
-        with Image.open(self.paths[i]) as im:
-            return self.transform(im.convert("RGB"))
+        try:
+            with Image.open(self.paths[i]) as im:
+                return self.transform(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise OSError(f"cannot read image {self.paths[i]}: {e}") from e
 
 
 def extract_view(
@@ -243,6 +248,12 @@ def load_views(
     whenever it was paid).
     """
     order = [_rel_path(p) for p in img_paths]
+    if len(set(order)) != len(order):
+        dup = next(p for p in order if order.count(p) > 1)
+        raise ValueError(
+            f"two images share the cache name {dup!r} (class folder / file name); the feature "
+            "cache tells images apart by it: rename one of them"
+        )
     out, seconds = [], 0.0
     model = None
     for spec in specs:

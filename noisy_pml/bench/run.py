@@ -111,8 +111,10 @@ _DATA_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
 
 
 def _resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | None:
-    if dataset == "digits":
-        return None
+    from ..datasets.registry import parse_dataset_name
+
+    if parse_dataset_name(dataset)[0] in ("digits", "folder", "csv"):
+        return None  # embedded, or the path is part of the name
     if data_root is None:
         env = os.environ.get("NOISY_PML_DATA")
         if not env:

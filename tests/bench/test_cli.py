@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from noisy_pml.bench.cli import main
 
@@ -257,3 +258,62 @@ def test_list_shows_each_methods_effective_library_defaults(capsys):
     mu = inspect.signature(SmoothProxyAnchorLoss).parameters["smoothing_position"].default
     assert f"smoothing_position={mu!r}" in out
     assert "epochs=" in out and "curvature=" in out
+
+
+def _image_folder(root, classes=6, per_class=6):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for k in range(classes):
+        d = root / f"class_{k:02d}"
+        d.mkdir(parents=True)
+        base = torch.rand(3, generator=g) * 255
+        for i in range(per_class):
+            pixel = (base + 30 * torch.rand(3, generator=g)).clamp(0, 255).round().int().tolist()
+            Image.new("RGB", (36, 30), tuple(pixel)).save(d / f"{i}.png")
+    return root
+
+
+FOLDER_ARGS = ["--backbone", "tiny_cnn", "--image-size", "32", "--aug-views", "1",
+               "--noise", "clean", "symmetric:0.5", "--epochs", "1", "--seeds", "0",
+               "--set", "m_per_class=2", "--no-plots", "--quiet"]
+
+
+def test_folder_dataset_runs_end_to_end(tmp_path, capsys):
+    images = _image_folder(tmp_path / "images")
+    args = ["bench", "--dataset", f"folder:{images}", "--methods", "proxy_anchor,ahsml_ms",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    recs = _lines(tmp_path / "o" / "results.jsonl")
+    assert {(r["method"], r["noise"]) for r in recs} == {
+        (m, n) for m in ("proxy_anchor", "ahsml_ms") for n in ("clean", "symmetric:0.5")
+    }
+    assert all(0 < r["metrics"]["R@1"] <= 1 for r in recs)
+    assert f"folder:{images}" in capsys.readouterr().out  # the table names the dataset
+
+
+def test_csv_dataset_runs_end_to_end(tmp_path):
+    images = _image_folder(tmp_path / "images", classes=4)
+    rows = ["path,label"] + [
+        f"{p.relative_to(images)},{p.parent.name}" for p in sorted(images.glob("*/*.png"))
+    ]
+    (images / "list.csv").write_text("\n".join(rows) + "\n")
+    args = ["bench", "--dataset", f"csv:{images / 'list.csv'}", "--methods", "proxy_anchor",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert len(_lines(tmp_path / "o" / "results.jsonl")) == 2
+
+
+def test_unreadable_image_in_a_folder_dataset_names_the_file(tmp_path, capsys):
+    images = _image_folder(tmp_path / "images", classes=2, per_class=3)
+    bad = images / "class_00" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:20])
+    args = ["bench", "--dataset", f"folder:{images}", "--methods", "proxy_anchor",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "class_00/1.png" in capsys.readouterr().err
+
+
+def test_unknown_dataset_name_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", "--dataset", "imagenet", "--out", str(tmp_path / "o")]) == 2
+    assert "folder:PATH or csv:FILE, got 'imagenet'" in capsys.readouterr().err
