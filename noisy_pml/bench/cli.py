@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="noisy-pml",
         description="noisy-pml command line; `noisy-pml bench` runs the noisy-label benchmark.",
     )
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command")
     b = sub.add_parser(
         "bench",
@@ -218,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least(1),
         default=None,
         help="torch CPU threads (default: all cores)",
+    )
+    b.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where heads, losses and fine-tuned backbones train and features are extracted "
+        "(auto: CUDA when present)",
     )
     b.add_argument(
         "--no-variants",
@@ -396,6 +406,7 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
                 progress=not args.quiet,
                 cfg_for=lambda r, e=extra: _cfg_for_method(plan, r.method, e),
                 val_classes=args.val_classes,
+                device=args.device,
             )
             cfgs = [_cfg_for_method(plan, method, extra)]
             run_keys.update(run_key(data_spec, r, cfgs[0]) for r in runs)
@@ -447,12 +458,20 @@ def _fmt(values: dict[str, Any]) -> str:
 
 
 def bench(args: argparse.Namespace) -> int:
+    """``noisy-pml bench``: print the method list, or run the grid and print its table."""
     import torch
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.list:
         _print_list(args.protocol)
         return 0
+    _, md = execute(args)
+    print(md)
+    return 0
+
+
+def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """Run (or resume, or report) the grid ``args`` describes; return (records, Markdown)."""
     plan = _plan(args)
     _check_plan(plan)
     from .run import DataSpec
@@ -485,7 +504,7 @@ def bench(args: argparse.Namespace) -> int:
         raise
 
 
-def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
+def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
     from .report import write_report
     from .run import RunSpec, prepare_data, read_results, run_grid, run_key
 
@@ -493,7 +512,12 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
     feature_seconds = None
     if not args.report_only:
         data = prepare_data(
-            data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet
+            data_spec,
+            "test",
+            args.data_root,
+            args.cache_dir,
+            progress=not args.quiet,
+            device=args.device,
         )
         feature_seconds = data.feature_seconds
         log(
@@ -526,6 +550,16 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
     def cfg_of(run: RunSpec) -> dict[str, Any]:
         return _cfg_for_method(plan, run.method, run.overrides_dict())
 
+    wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
+    finished = {r.get("key") for r in read_results(out / "results.jsonl")} & wanted.keys()
+    notes = []
+    if finished and not args.report_only:
+        # printed even with --quiet: a table of reused runs must say so
+        notes.append(
+            f"{len(finished)} of {len(wanted)} runs were finished earlier and read back from "
+            f"{out / 'results.jsonl'}, not re-run."
+        )
+        print(notes[-1], file=sys.stderr)
     if not args.report_only:
         run_grid(
             data_spec,
@@ -536,8 +570,8 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
             progress=not args.quiet,
             cfg_for=cfg_of,
             val_classes=args.val_classes,
+            device=args.device,
         )
-    wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     # only this plan's runs (a results file may also hold runs of earlier configurations)
     keep = wanted.keys() | val_keys
     records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]
@@ -566,6 +600,17 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
         "feature_extraction_seconds": feature_seconds,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
+    from .. import __version__
+
+    overrides = {k: v for k, v in plan["set"].items()}
+    notes.append(
+        f"Hyperparameters: the defaults of noisy-pml {__version__}'s library classes "
+        "(`noisy-pml bench --list` prints them)"
+        + (f", with {_fmt(overrides)} for every method that has them" if overrides else "")
+        + (f" and per method {plan['method_set']}" if plan["method_set"] else "")
+        + "."
+    )
+    extra["notes"] = notes
     md = write_report(
         records,
         out,
@@ -574,11 +619,11 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> int:
         plots=not args.no_plots,
         extra=extra,
         plot_methods=plan["methods"],
+        notes=notes,
     )
-    print(md)
     pngs = "".join(f", {p.name}" for p in sorted(out.glob("*.png")))
     log(f"wrote {out / 'results.md'}, results.json, results.jsonl{pngs}")
-    return 0
+    return records, md
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,8 @@ through the backbone, whose weights train too:
   not move while every weight, BatchNorm affine parameters included, trains;
 - AdamW with the method's parameter groups (head lr, proxies at ``lr * loss_lr_mult``) plus the
   backbone at ``backbone_lr`` (default 1e-4);
-- device: CUDA when available, else CPU.
+- device: ``--device`` (auto: CUDA when available, else CPU); the backbone runs in
+  channels_last memory format.
 
 Designed for GPU users; on a CPU it runs at reduced resolution (see benchmarks/results/README).
 """
@@ -34,7 +35,7 @@ from torch import nn
 
 from .backbones import build_backbone
 from .run import RunSpec, balanced_sampler, build_method, carve_validation, make_record
-from .training import fit
+from .training import fit, resolve_device
 
 __all__ = ["ImageSplit", "ImageData", "prepare_images", "run_one_finetune", "freeze_batchnorm"]
 
@@ -68,6 +69,7 @@ class ImageData:
     description: str
     backbone: str
     image_size: int
+    protocol: str = "finetune"
 
 
 def _as_rgb(sample: Any) -> Any:
@@ -117,10 +119,6 @@ def _workers(dataset: Any) -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 1))
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @torch.no_grad()
 def _embed_images(
     f: Callable[[torch.Tensor], torch.Tensor],
@@ -134,7 +132,8 @@ def _embed_images(
         batch_size=batch_size,
         num_workers=_workers(split.dataset),
     )
-    return torch.cat([f(x.to(device)).float().cpu() for x in loader])
+    nhwc = torch.channels_last
+    return torch.cat([f(x.to(device).contiguous(memory_format=nhwc)).float().cpu() for x in loader])
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -152,6 +151,7 @@ def prepare_images(
     cache_dir: Any = None,
     val_classes: int = 20,
     progress: bool = True,
+    device: str | torch.device = "auto",
 ) -> ImageData:
     """Images of ``spec.dataset`` for ``mode`` ("test" or "val", as :func:`prepare_data`) plus
     the frozen backbone's features of the training images.
@@ -172,7 +172,9 @@ def prepare_images(
     if spec.dataset == "digits":
         backbone, _ = build_backbone(spec.backbone, spec.image_size)
         _, ev = _transforms(spec.backbone, spec.image_size)
-        feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, torch.device("cpu"))
+        dev = resolve_device(device)
+        backbone.to(dev, memory_format=torch.channels_last)
+        feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, dev)
         seconds = time.perf_counter() - t0
     else:
         from .features import ViewSpec, load_views
@@ -181,7 +183,9 @@ def prepare_images(
         paths = [train.img_paths[i] for i in tr_rows] + [test.img_paths[i] for i in te_rows]
         split = "train+test" if not spec.smoke else "smoke"
         view = ViewSpec(spec.dataset, split, spec.backbone, spec.image_size)
-        views, seconds = load_views([view], paths, cache_dir, progress=progress)
+        views, seconds = load_views(
+            [view], paths, cache_dir, progress=progress, device=resolve_device(device)
+        )
         feats = views[: len(tr_rows), 0]
     labels = train.clean_targets[tr_rows].long()
     c = int(labels.max()) + 1
@@ -225,7 +229,10 @@ def _train_loader(
 
 
 def run_one_finetune(
-    data: ImageData, run: RunSpec, cfg: dict[str, Any] | None = None
+    data: ImageData,
+    run: RunSpec,
+    cfg: dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
 ) -> tuple[dict[str, Any], nn.Module, nn.Module]:
     """Fine-tune backbone + method on one noisy copy of the training labels; evaluate.
 
@@ -236,9 +243,9 @@ def run_one_finetune(
 
     cfg, noise, train, method, k, build_seconds = build_method(data, run, cfg, "finetune")
     t0 = time.perf_counter() - build_seconds
-    device = _device()
+    device = resolve_device(device)
     backbone, _ = build_backbone(data.backbone, data.image_size)
-    backbone.to(device)
+    backbone.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions
     method.to(device)
     weak, ev = _transforms(data.backbone, data.image_size)
     groups = method.param_groups()
@@ -268,7 +275,7 @@ def run_one_finetune(
         cfg,
         epoch_batches,
         two_view=k == 2,
-        encode=backbone,
+        encode=lambda x: backbone(x.contiguous(memory_format=torch.channels_last)),
         on_epoch_start=start_epoch,
     )
     train_seconds = time.perf_counter() - t0

@@ -18,6 +18,12 @@ hyperparameter value is written in this file. A method object exposes
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
+import types
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +78,25 @@ def _principal_directions(feats: torch.Tensor) -> torch.Tensor:
             _PCA_CACHE.pop(next(iter(_PCA_CACHE)))
         _PCA_CACHE[key] = principal_directions(feats)
     return _PCA_CACHE[key]
+
+
+@contextlib.contextmanager
+def _quiet_pml_trainers() -> Iterator[None]:
+    """PML's trainers log at INFO and draw a progress bar per epoch: silence both while the
+    benchmark runs one inside a run (its own progress bar covers the grid)."""
+    from pytorch_metric_learning.trainers import base_trainer
+    from pytorch_metric_learning.utils import common_functions as c_f
+
+    level, real = c_f.LOGGER.level, base_trainer.tqdm
+    c_f.LOGGER.setLevel(logging.ERROR)
+    base_trainer.tqdm = types.SimpleNamespace(tqdm=functools.partial(real.tqdm, disable=True))
+    try:
+        with warnings.catch_warnings():  # its progress bar formats a tensor that needs grad
+            warnings.filterwarnings("ignore", "Converting a tensor with requires_grad")
+            yield
+    finally:
+        c_f.LOGGER.setLevel(level)
+        base_trainer.tqdm = real
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -249,13 +274,14 @@ class SmoothProxyAnchorMethod(BenchMethod):
         the configuration (``conf_*`` keys, see ``noisy-pml bench --list``)."""
         from ..trainers import estimate_confidences
 
-        table = estimate_confidences(
-            nn.Identity(),
-            FeatureDataset(train.views[:, 0], train.labels),
-            train.num_classes,
-            seed=seed,
-            **self.kwargs("phase1"),
-        )
+        with _quiet_pml_trainers():
+            table = estimate_confidences(
+                nn.Identity(),
+                FeatureDataset(train.views[:, 0], train.labels),
+                train.num_classes,
+                seed=seed,
+                **self.kwargs("phase1"),
+            )
         self.register_buffer("confidence_table", table)
 
     def compute_loss(self, x, labels, idx):

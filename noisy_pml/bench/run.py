@@ -18,7 +18,7 @@ from ..noise import NoiseRecipe, apply_noise
 from .features import ViewSpec, load_views
 from .methods import TrainSet
 from .registry import check_protocol, get_method
-from .training import fit
+from .training import fit, resolve_device
 
 __all__ = [
     "BenchData",
@@ -71,6 +71,7 @@ class BenchData:
     eval_labels: torch.Tensor
     feature_seconds: float
     description: str = ""
+    protocol: str = "frozen"
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,11 @@ def _smoke_subset(ds, n_classes: int) -> list[int]:
 
 
 def _load_split_features(
-    spec: DataSpec, data_root: str | None, cache_dir: str | os.PathLike | None, progress: bool
+    spec: DataSpec,
+    data_root: str | None,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+    device: str | torch.device = "auto",
 ):
     """(train views (N,V,D), train labels, test features (M,D), test labels, extraction seconds)."""
     key = (spec, data_root, str(cache_dir))
@@ -188,12 +193,15 @@ def _load_split_features(
     common = dict(
         backbone=spec.backbone, image_size=spec.image_size, dataset=spec.dataset, split=split_all
     )
-    centre, sec_c = load_views([ViewSpec(**common)], all_paths, cache_dir, progress=progress)
+    dev = resolve_device(device)
+    centre, sec_c = load_views(
+        [ViewSpec(**common)], all_paths, cache_dir, progress=progress, device=dev
+    )
     aug_common = {**common, "split": "train" if not spec.smoke else "smoke-train"}
     aug_common["image_size"] = spec.aug_image_size or spec.image_size
     aug_specs = [ViewSpec(**aug_common, recipe="aug", view=v) for v in range(spec.aug_views)]
     if aug_specs:
-        aug, sec_a = load_views(aug_specs, tr_paths, cache_dir, progress=progress)
+        aug, sec_a = load_views(aug_specs, tr_paths, cache_dir, progress=progress, device=dev)
     else:
         aug, sec_a = centre[: len(tr_paths), :0], 0.0
     views = torch.cat([centre[: len(tr_paths)], aug], dim=1)
@@ -215,6 +223,7 @@ def prepare_data(
     cache_dir: str | os.PathLike | None = None,
     val_classes: int = 20,
     progress: bool = True,
+    device: str | torch.device = "auto",
 ) -> BenchData:
     """Features for one evaluation mode.
 
@@ -231,7 +240,7 @@ def prepare_data(
         raise ValueError(f"mode must be 'test' or 'val', got {mode!r}")
     key = (spec, mode, str(data_root), str(cache_dir), val_classes)
     if key not in _PREPARED:
-        _PREPARED[key] = _prepare(spec, mode, data_root, cache_dir, val_classes, progress)
+        _PREPARED[key] = _prepare(spec, mode, data_root, cache_dir, val_classes, progress, device)
     return _PREPARED[key]
 
 
@@ -254,13 +263,15 @@ def carve_validation(labels: torch.Tensor, val_classes: int):
     return is_val, remap, len(keep_classes), desc
 
 
-def _prepare(spec, mode, data_root, cache_dir, val_classes, progress):
+def _prepare(spec, mode, data_root, cache_dir, val_classes, progress, device):
     root = _resolve_root(spec.dataset, data_root)
     if spec.protocol == "finetune":
         from .finetune import prepare_images
 
-        return prepare_images(spec, mode, root, cache_dir, val_classes, progress)
-    views, labels, test_x, test_y, seconds = _load_split_features(spec, root, cache_dir, progress)
+        return prepare_images(spec, mode, root, cache_dir, val_classes, progress, device)
+    views, labels, test_x, test_y, seconds = _load_split_features(
+        spec, root, cache_dir, progress, device
+    )
     c = int(labels.max()) + 1
     if mode == "test":
         return BenchData(views, labels, c, test_x, test_y, seconds, "test classes")
@@ -367,32 +378,39 @@ def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> di
     }
 
 
-def run_one(data, run: RunSpec, cfg: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_one(
+    data, run: RunSpec, cfg: dict[str, Any] | None = None, device: str | torch.device = "auto"
+) -> dict[str, Any]:
     """Train one method on one noisy copy of the training labels; evaluate retrieval.
 
     ``data`` from :func:`prepare_data`: cached features (frozen protocol) or images
-    (:class:`~noisy_pml.bench.finetune.ImageData`, finetune protocol).
+    (:class:`~noisy_pml.bench.finetune.ImageData`, finetune protocol); the protocol is chosen
+    by ``data.protocol``. ``device``: see :func:`~noisy_pml.bench.training.resolve_device`.
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
-    if not isinstance(data, BenchData):
+    device = resolve_device(device)
+    if data.protocol == "finetune":
         from .finetune import run_one_finetune
 
-        return run_one_finetune(data, run, cfg)[0]
+        return run_one_finetune(data, run, cfg, device)[0]
     cfg, noise, train, method, k, build_seconds = build_method(data, run, cfg)
     t0 = time.perf_counter() - build_seconds
+    method.to(device)
     g = torch.Generator().manual_seed(run.seed)
     sampler = balanced_sampler(train.labels, cfg, g) if cfg["epochs"] > 0 else None
 
     def epoch_batches():
         for idx in sampler.index_batches():
             views = _pick_views(train.views, idx, k, cfg["train_views"], g)
-            yield (*views, train.labels[idx], idx)
+            batch = (*views, train.labels[idx], idx)
+            yield tuple(t.to(device) for t in batch)
 
     losses, _ = fit(method, method.param_groups(), cfg, epoch_batches, two_view=k == 2)
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
-    emb = _embed_all(method, data.eval_feats)
+    emb = _embed_all(method, data.eval_feats.to(device)).cpu()
+    method.cpu()
     metrics = evaluate_retrieval(emb, data.eval_labels, distance=method.eval_distance)
     eval_seconds = time.perf_counter() - t1
     return make_record(
@@ -480,6 +498,7 @@ def run_grid(
     progress: bool = True,
     cfg_for: Any = None,
     val_classes: int = 20,
+    device: str | torch.device = "auto",
 ) -> list[dict[str, Any]]:
     """Run every :class:`RunSpec` not finished yet; append each result to ``results.jsonl``.
 
@@ -512,8 +531,10 @@ def run_grid(
         if key in {r.get("key") for r in read_results(path)}:
             continue  # finished meanwhile by another process sharing this results file
         bar.set_postfix_str(f"{run.name} {run.noise} s{run.seed} {run.mode}")
-        data = prepare_data(data_spec, run.mode, data_root, cache_dir, val_classes, progress)
-        rec = run_one(data, run, cfg)
+        data = prepare_data(
+            data_spec, run.mode, data_root, cache_dir, val_classes, progress, device
+        )
+        rec = run_one(data, run, cfg, device)
         rec.update(
             {
                 "key": key,

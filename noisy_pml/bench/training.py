@@ -17,7 +17,21 @@ import torch
 
 from ..trainers.batch_getter import batch_getter
 
-__all__ = ["fit", "make_optimizer"]
+__all__ = ["fit", "make_optimizer", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): CUDA when present, else the CPU; ``"cpu"`` / ``"cuda"`` as named.
+
+    Raises:
+        ValueError: ``"cuda"`` asked for where no CUDA device is available.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available here; use auto or cpu")
+    return dev
 
 
 def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
