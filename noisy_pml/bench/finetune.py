@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbones import build_backbone
+from ..models.backbones import build_backbone
 from .run import RunSpec, balanced_sampler, build_method, carve_validation, make_record
 from .training import fit, resolve_device
 
@@ -105,7 +105,7 @@ class _OneView(torch.utils.data.Dataset):
 def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
     """(weak training transform, evaluation transform) with the backbone's normalisation."""
     from ..datasets.transforms import eval_transform, weak_transform
-    from .backbones import BACKBONES
+    from ..models.backbones import BACKBONES
 
     b = BACKBONES[backbone]
     weak = weak_transform(image_size, mean=b.mean, std=b.std)
@@ -177,7 +177,7 @@ def prepare_images(
         feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, dev)
         seconds = time.perf_counter() - t0
     else:
-        from .features import ViewSpec, load_views
+        from ..utils.feature_cache import ViewSpec, load_views
 
         # the frozen protocol's centre-crop cache entry (train + test images, one file)
         paths = [train.img_paths[i] for i in tr_rows] + [test.img_paths[i] for i in te_rows]
@@ -252,7 +252,7 @@ def run_one_finetune(
     if groups:
         groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
     g = torch.Generator().manual_seed(run.seed)
-    sampler = balanced_sampler(train.labels, cfg, g) if cfg["epochs"] > 0 else None
+    sampler = balanced_sampler(train.labels, cfg, g) if groups and cfg["epochs"] > 0 else None
     labels = train.labels.to(device)
 
     def start_epoch() -> None:

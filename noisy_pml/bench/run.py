@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..noise import NoiseRecipe, apply_noise
-from .features import ViewSpec, load_views
+from ..utils.feature_cache import ViewSpec, load_views
 from .methods import TrainSet
 from .registry import check_protocol, get_method
 from .training import fit, resolve_device
@@ -398,7 +398,8 @@ def run_one(
     t0 = time.perf_counter() - build_seconds
     method.to(device)
     g = torch.Generator().manual_seed(run.seed)
-    sampler = balanced_sampler(train.labels, cfg, g) if cfg["epochs"] > 0 else None
+    groups = method.param_groups()
+    sampler = balanced_sampler(train.labels, cfg, g) if groups and cfg["epochs"] > 0 else None
 
     def epoch_batches():
         for idx in sampler.index_batches():
@@ -406,7 +407,7 @@ def run_one(
             batch = (*views, train.labels[idx], idx)
             yield tuple(t.to(device) for t in batch)
 
-    losses, _ = fit(method, method.param_groups(), cfg, epoch_batches, two_view=k == 2)
+    losses, _ = fit(method, groups, cfg, epoch_batches, two_view=k == 2)
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     emb = _embed_all(method, data.eval_feats.to(device)).cpu()

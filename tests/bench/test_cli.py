@@ -317,3 +317,12 @@ def test_unreadable_image_in_a_folder_dataset_names_the_file(tmp_path, capsys):
 def test_unknown_dataset_name_is_a_clear_error(tmp_path, capsys):
     assert main(["bench", "--dataset", "imagenet", "--out", str(tmp_path / "o")]) == 2
     assert "folder:PATH or csv:FILE, got 'imagenet'" in capsys.readouterr().err
+
+
+def test_epochs_for_the_grid_leave_the_untrained_floor_untrained(tmp_path):
+    args = ["bench", "--methods", "frozen_features,proxy_anchor", "--noise", "clean",
+            "--epochs", "1", "--no-plots", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    recs = {r["method"]: r for r in _lines(tmp_path / "results.jsonl")}
+    assert recs["frozen_features"]["loss_per_epoch"] == []
+    assert len(recs["proxy_anchor"]["loss_per_epoch"]) == 1
