@@ -114,7 +114,7 @@ def load_results(path: str | os.PathLike):
         raise ImportError(
             "load_results needs pandas: pip install 'noisy-pml[results]' (or pandas)"
         ) from exc
-    from .run import RESULTS_NAME, read_results
+    from .grid import RESULTS_NAME, read_results
 
     p = Path(path)
     if p.is_dir():

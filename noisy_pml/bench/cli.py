@@ -328,7 +328,7 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             plan[key] = getattr(args, key)
     if args.epochs is not None:
         plan["set"]["epochs"] = args.epochs
-    from .run import parse_overrides
+    from .grid import parse_overrides
 
     user_set = dict(parse_overrides(args.set))
     plan["set"].update(user_set)
@@ -386,7 +386,8 @@ def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | N
 
 def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Search on the validation classes: (chosen overrides per method, keys of the val runs)."""
-    from .run import RunSpec, run_grid, run_key
+    from .grid import run_grid, run_key
+    from .training import RunSpec
 
     sel = plan["select"] or {}
     grids: dict[str, dict[str, list[Any]]] = sel.get("grid", {})
@@ -484,7 +485,7 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
     """Run (or resume, or report) the grid ``args`` describes; return (records, Markdown)."""
     plan = _plan(args)
     _check_plan(plan)
-    from .run import DataSpec
+    from .data import DataSpec
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     data_spec = DataSpec(
@@ -515,8 +516,9 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 
 def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
+    from .grid import prepare_data, read_results, run_grid, run_key
     from .report import write_report
-    from .run import RunSpec, prepare_data, read_results, run_grid, run_key
+    from .training import RunSpec
 
     t0 = time.perf_counter()
     feature_seconds = None

@@ -1,7 +1,7 @@
 """The ``finetune`` protocol: backbone + the method's head trained end to end on images.
 
 Same methods, losses, miners, heads, noisy labels, batches and metrics as the frozen protocol
-(:mod:`noisy_pml.bench.run`); what changes is that every batch is loaded as images and passed
+(:mod:`noisy_pml.bench.frozen`); what changes is that every batch is loaded as images and passed
 through the backbone, whose weights train too:
 
 - the model is ``method.embed(backbone(image))`` (backbone from :func:`build_backbone`);
@@ -34,8 +34,8 @@ import torch
 from torch import nn
 
 from ..models.backbones import build_backbone
-from .run import RunSpec, balanced_sampler, build_method, carve_validation, make_record
-from .training import fit, resolve_device
+from .data import carve_validation
+from .training import RunSpec, balanced_sampler, build_method, fit, make_record, resolve_device
 
 __all__ = ["ImageSplit", "ImageData", "prepare_images", "run_one_finetune", "freeze_batchnorm"]
 
@@ -160,7 +160,7 @@ def prepare_images(
     (same centre-crop recipe), so both protocols see the same noisy labels for a seed.
     """
     from ..datasets import get_dataset
-    from .run import _smoke_subset
+    from .data import _smoke_subset
 
     kw = {} if spec.dataset == "digits" else {"root": root}
     train = get_dataset(spec.dataset, split="train", **kw)

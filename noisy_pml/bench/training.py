@@ -1,4 +1,6 @@
-"""The benchmark's one training loop, shared by the frozen and the finetune protocol.
+"""The training layer: one run's noisy labels and method (:func:`build_method`), the one training
+loop shared by the frozen and the finetune protocol (:func:`fit`), class-balanced batches and
+the run's record (:func:`make_record`).
 
 A protocol supplies the epoch's batches in the datasets' one format, ``(x, label, index)`` or
 ``(view_1, view_2, label, index)`` (labels: the noisy training labels), and an ``encode``
@@ -9,29 +11,29 @@ does inside PML's trainers.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from ..noise import NoiseRecipe, apply_noise
 from ..trainers.batch_getter import batch_getter
+from .data import resolve_device
+from .methods import TrainSet
+from .registry import get_method
 
-__all__ = ["fit", "make_optimizer", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` (or None): CUDA when present, else the CPU; ``"cpu"`` / ``"cuda"`` as named.
-
-    Raises:
-        ValueError: ``"cuda"`` asked for where no CUDA device is available.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available here; use auto or cpu")
-    return dev
+__all__ = [
+    "RunSpec",
+    "balanced_sampler",
+    "build_method",
+    "fit",
+    "make_optimizer",
+    "make_record",
+    "resolve_device",
+]
 
 
 def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -87,3 +89,86 @@ def fit(
         losses.append(total / max(steps, 1))
         seconds.append(round(time.perf_counter() - t0, 2))
     return losses, seconds
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    noise: str = "clean"
+    seed: int = 0
+    mode: str = "test"  # "test": train on all training classes; "val": carved validation classes
+    overrides: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    label: str | None = None  # name in tables (ablation variants); default: the method
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def balanced_sampler(labels: torch.Tensor, cfg: dict[str, Any], g: torch.Generator):
+    """The run's :class:`~noisy_pml.datasets.ClassBalancedBatchSampler` (cfg's batch size and
+    ``m_per_class``), drawing from ``g``."""
+    from ..datasets.sampler import ClassBalancedBatchSampler
+
+    return ClassBalancedBatchSampler(labels, cfg["batch_size"], cfg["m_per_class"], generator=g)
+
+
+def _auroc_curve(scores: torch.Tensor, noisy: torch.Tensor, points: int = 51):
+    """AUROC of ``1 - score`` detecting noisy samples, and a downsampled ROC curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if noisy.all() or not noisy.any():
+        return None
+    y, s = noisy.numpy().astype(int), (-scores).numpy()
+    fpr, tpr, _ = roc_curve(y, s)
+    grid = torch.linspace(0, 1, points)
+    tpr_i = torch.from_numpy(__import__("numpy").interp(grid.numpy(), fpr, tpr))
+    return {"auroc": float(roc_auc_score(y, s)), "fpr": grid.tolist(), "tpr": tpr_i.tolist()}
+
+
+def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "frozen"):
+    """Shared by both protocols: noisy labels of ``run``, the method (head + loss + miner) built
+    on ``data.train_views`` and its optional first phase (Smooth PA's confidence module).
+
+    Returns ``(cfg, noise result, TrainSet, method, views per sample k, seconds)``;
+    ``seconds`` is the wall time after the noise injection (method building + first phase).
+    """
+    spec = get_method(run.method)
+    cfg = spec.config(run.overrides_dict(), protocol=protocol) if cfg is None else cfg
+    torch.manual_seed(run.seed)
+    feats0 = data.train_views[:, 0]
+    noise = apply_noise(
+        data.train_labels, run.noise, seed=run.seed, features=feats0, num_classes=data.num_classes
+    )
+    train = TrainSet(
+        data.train_views, noise.noisy_labels, data.train_labels, noise.noise_mask, data.num_classes
+    )
+    t0 = time.perf_counter()
+    method = spec.load()(train, cfg, spec)
+    method.prepare(train, run.seed)
+    k = 2 if getattr(method, "two_view", spec.two_view) else 1
+    return cfg, noise, train, method, k, time.perf_counter() - t0
+
+
+def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> dict[str, Any]:
+    """The JSONL record of one run (both protocols)."""
+    scores = method.sample_scores(train)
+    detection = None
+    if scores is not None:
+        detection = _auroc_curve(scores.detach().float().cpu(), noise.noise_mask.cpu())
+    return {
+        "method": run.name,
+        "base_method": run.method,
+        "noise": str(NoiseRecipe.parse(run.noise)),
+        "seed": run.seed,
+        "mode": run.mode,
+        "cfg": cfg,
+        "metrics": metrics,
+        "achieved_noise_rate": float(noise.rate),
+        "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
+        **extra,
+        "detection": detection,
+    }
