@@ -47,7 +47,7 @@ def test_invalid_arguments_raise_like_the_cli(tmp_path):
 
 def test_load_results_one_row_per_run(tmp_path):
     pytest.importorskip("pandas")
-    run_benchmark(methods=["proxy_anchor"], noise=["clean", "symmetric:0.5"], epochs=1,
+    run_benchmark(methods=["proxy_anchor"], noise=["clean", "symmetric:0.5"], epochs=1, seeds=[0],
                   no_plots=True, quiet=True, out=tmp_path)
     df = load_results(tmp_path)
     assert len(df) == 2 and set(df["noise"]) == {"clean", "symmetric:0.5"}
