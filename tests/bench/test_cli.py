@@ -16,6 +16,8 @@ QUICK = [
     "symmetric:0.5",
     "--epochs",
     "1",
+    "--seeds",
+    "0",
     "--no-plots",
     "--quiet",
 ]
@@ -177,8 +179,8 @@ def test_finetune_protocol_end_to_end(tmp_path):
     assert "finetune tiny_cnn" in (tmp_path / "results.md").read_text()
 
 
-ONE = ["bench", "--methods", "proxy_anchor", "--noise", "clean", "--epochs", "1", "--no-plots",
-       "--quiet"]
+ONE = ["bench", "--methods", "proxy_anchor", "--noise", "clean", "--epochs", "1", "--seeds", "0",
+       "--no-plots", "--quiet"]
 
 
 def test_torn_last_record_is_detected_and_every_finished_run_survives(tmp_path):
