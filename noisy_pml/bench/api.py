@@ -102,7 +102,7 @@ def load_results(path: str | os.PathLike):
     per metric (``R@1``, ``R@2``, ``R@4``, ``R@8``, ``MAP@R``), the wall times
     (``train_seconds``, ``eval_seconds``, ``feature_seconds``), ``achieved_noise_rate``,
     ``detection_auroc``, ``protocol``, ``key`` and ``cfg`` (a dict). A torn last line is
-    skipped (see :func:`noisy_pml.bench.run.read_results`).
+    skipped (see `noisy_pml.bench.run.read_results`).
 
     Raises:
         ImportError: pandas is not installed (``pip install 'noisy-pml[results]'``).

@@ -1,4 +1,4 @@
-"""The data layer: which data a run trains on (:class:`DataSpec`), dataset roots, the frozen
+"""The data layer: which data a run trains on (`DataSpec`), dataset roots, the frozen
 protocol's cached features and the validation classes carved from the training classes."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DataSpec:
         check_protocol(self.protocol)
 
     def as_dict(self) -> dict[str, Any]:
-        """What identifies the data of a run (part of :func:`run_key`). The finetune protocol
+        """What identifies the data of a run (part of `run_key`). The finetune protocol
         draws fresh augmentations on the fly, so the cached-view settings are left out."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         if self.protocol == "finetune":

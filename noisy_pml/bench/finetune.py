@@ -1,17 +1,17 @@
 """The ``finetune`` protocol: backbone + the method's head trained end to end on images.
 
 Same methods, losses, miners, heads, noisy labels, batches and metrics as the frozen protocol
-(:mod:`noisy_pml.bench.frozen`); what changes is that every batch is loaded as images and passed
+(`noisy_pml.bench.frozen`); what changes is that every batch is loaded as images and passed
 through the backbone, whose weights train too:
 
-- the model is ``method.embed(backbone(image))`` (backbone from :func:`build_backbone`);
+- the model is ``method.embed(backbone(image))`` (backbone from `build_backbone`);
 - before training, the *frozen* backbone embeds the training images once (evaluation transform):
   those features initialise the head (its mean and PCA start) and are what Smooth
   Proxy-Anchor's phase 1 trains its confidence module on, exactly as in the frozen protocol;
-- training views: :func:`~noisy_pml.datasets.transforms.weak_transform` (RandomResizedCrop +
+- training views: `weak_transform` (RandomResizedCrop +
   flip); two-view methods get two independent weak views of each image through
-  :class:`~noisy_pml.datasets.TwoViewDataset`; evaluation uses
-  :func:`~noisy_pml.datasets.transforms.eval_transform` (Resize(S * 256 / 224) + CenterCrop(S));
+  `TwoViewDataset`; evaluation uses
+  `eval_transform` (Resize(S * 256 / 224) + CenterCrop(S));
 - BatchNorm layers stay in eval mode (``freeze_bn``, default on): their running statistics do
   not move while every weight, BatchNorm affine parameters included, trains;
 - AdamW with the method's parameter groups (head lr, proxies at ``lr * loss_lr_mult``) plus the
@@ -153,7 +153,7 @@ def prepare_images(
     progress: bool = True,
     device: str | torch.device = "auto",
 ) -> ImageData:
-    """Images of ``spec.dataset`` for ``mode`` ("test" or "val", as :func:`prepare_data`) plus
+    """Images of ``spec.dataset`` for ``mode`` ("test" or "val", as `prepare_data`) plus
     the frozen backbone's features of the training images.
 
     On CUB / Cars196 those features come from (or go into) the frozen protocol's feature cache

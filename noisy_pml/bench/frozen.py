@@ -42,7 +42,7 @@ def run_frozen(
 ) -> dict[str, Any]:
     """Train one method's head on cached features of one noisy copy of the training labels;
     evaluate retrieval on ``data.eval_feats``. ``device``: see
-    :func:`~noisy_pml.bench.training.resolve_device`."""
+    `resolve_device`."""
     from ..utils.accuracy_calculator import evaluate_retrieval
 
     device = resolve_device(device)

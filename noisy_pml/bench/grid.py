@@ -78,7 +78,7 @@ def prepare_data(
     """Features for one evaluation mode.
 
     With ``spec.protocol == "finetune"`` the result is a
-    :class:`~noisy_pml.bench.finetune.ImageData` (images, plus frozen backbone features of the
+    `ImageData` (images, plus frozen backbone features of the
     training images for the head's initialisation and Smooth PA's phase 1).
 
     ``mode="test"``: train on every training class, evaluate on the test classes.
@@ -179,9 +179,9 @@ def run_grid(
     val_classes: int = 20,
     device: str | torch.device = "auto",
 ) -> list[dict[str, Any]]:
-    """Run every :class:`RunSpec` not finished yet; append each result to ``results.jsonl``.
+    """Run every `RunSpec` not finished yet; append each result to ``results.jsonl``.
 
-    A run is identified by :func:`run_key` (data spec, method, resolved hyperparameters, noise,
+    A run is identified by `run_key` (data spec, method, resolved hyperparameters, noise,
     seed, mode): an interrupted grid started again skips the runs already in the file.
     ``cfg_for(run) -> dict`` may supply resolved hyperparameters (e.g. those chosen on the
     validation classes); by default the method's defaults updated by ``run.overrides``.

@@ -1,6 +1,6 @@
 """Benchmark methods: an embedding head + a loss (+ miner) trained on cached backbone features.
 
-Every method is described by a :class:`~noisy_pml.bench.registry.MethodSpec` (its library
+Every method is described by a `MethodSpec` (its library
 components, whose signature defaults are its hyperparameters); the classes here build those
 components from a resolved configuration with ``spec.component(role).kwargs(cfg)``, so no
 hyperparameter value is written in this file. A method object exposes
@@ -10,7 +10,7 @@ hyperparameter value is written in this file. A method object exposes
 - ``compute_loss(x, labels, idx)``: ``x`` is (B, D) for one-view methods or (2B, D) rows
   ``[view_1; view_2]`` with labels doubled for two-view methods, ``idx`` the B sample indices
   (the training loop has already handed them to ``receivers()`` through
-  :func:`noisy_pml.trainers.batch_getter`);
+  `noisy_pml.trainers.batch_getter`);
 - ``embed(x)``: the embedding used for retrieval, and ``eval_distance`` (``None`` = cosine);
 - ``sample_scores()``: per-training-sample clean scores (higher = more likely clean) for the
   noise-detection curves, or ``None``.
@@ -64,7 +64,7 @@ _PCA_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def _principal_directions(feats: torch.Tensor) -> torch.Tensor:
-    """:func:`~noisy_pml.models.embedding_head.principal_directions`, cached per tensor: every
+    """`principal_directions`, cached per tensor: every
     run on the same training features shares one eigendecomposition of the covariance."""
     key = (
         feats.data_ptr(),
@@ -268,7 +268,7 @@ class SmoothProxyAnchorMethod(BenchMethod):
         )
 
     def prepare(self, train: TrainSet, seed: int) -> None:
-        """Phase 1 through the library: :func:`noisy_pml.trainers.estimate_confidences` on the
+        """Phase 1 through the library: `noisy_pml.trainers.estimate_confidences` on the
         training images' centre-crop features (the trunk is the identity on cached features)
         with the noisy labels, every argument at the library's default unless overridden in
         the configuration (``conf_*`` keys, see ``noisy-pml bench --list``)."""

@@ -3,10 +3,10 @@ whose hyperparameters it exposes.
 
 One source of truth for defaults: a method's hyperparameters are read from the signatures of
 the library constructors it calls (``inspect.signature`` defaults of, e.g.,
-:class:`~noisy_pml.losses.SmoothProxyAnchorLoss`), so whatever the library's defaults are is
+`SmoothProxyAnchorLoss`), so whatever the library's defaults are is
 what the benchmark runs. The benchmark itself adds only its own knobs
-(:data:`BENCH_DEFAULTS`: epochs, batches, head, learning rates) and, per protocol,
-:data:`PROTOCOL_DEFAULTS`. Constructors are named by ``"module:attribute"`` strings and
+(`BENCH_DEFAULTS`: epochs, batches, head, learning rates) and, per protocol,
+`PROTOCOL_DEFAULTS`. Constructors are named by ``"module:attribute"`` strings and
 imported only when a method's defaults are asked for: this module imports no method code.
 """
 
@@ -61,7 +61,7 @@ _SIMPLE = (bool, int, float, str, type(None))
 
 
 def check_protocol(protocol: str) -> str:
-    """``protocol`` if it is one of :data:`PROTOCOLS`, else a clear error."""
+    """``protocol`` if it is one of `PROTOCOLS`, else a clear error."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     return protocol
@@ -124,7 +124,7 @@ class MethodSpec:
         build: ``"module:Class"`` of the method (constructed as ``Class(train, cfg, spec)``).
         components: library constructors whose signature defaults are its hyperparameters.
         knobs: method-level settings that are not library arguments (e.g. AHSML's
-            ``consistency``: train on two views), on top of :data:`BENCH_DEFAULTS`.
+            ``consistency``: train on two views), on top of `BENCH_DEFAULTS`.
         description: one line for ``--list`` and the docs.
         two_view: whether a batch holds two views of each image.
         trained: False for the untrained floor (no benchmark knobs).
@@ -271,12 +271,12 @@ METHODS = _Registry()
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
-    """Add ``spec`` to :data:`METHODS` (a user's own method is registered the same way)."""
+    """Add ``spec`` to `METHODS` (a user's own method is registered the same way)."""
     return METHODS.register(spec)
 
 
 def get_method(name: str) -> MethodSpec:
-    """The registered :class:`MethodSpec` called ``name`` (clear error listing the choices)."""
+    """The registered `MethodSpec` called ``name`` (clear error listing the choices)."""
     return METHODS[name]
 
 

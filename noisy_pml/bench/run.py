@@ -1,5 +1,5 @@
-"""The benchmark's run API in one place (re-exports of the layers: :mod:`.data`,
-:mod:`.training`, :mod:`.frozen`, :mod:`.finetune`, :mod:`.grid`)."""
+"""The benchmark's run API in one place (re-exports of the layers: `.data`,
+`.training`, `.frozen`, `.finetune`, `.grid`)."""
 
 from .data import BenchData, DataSpec, carve_validation, prepare_features, resolve_root
 from .frozen import run_frozen

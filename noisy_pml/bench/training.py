@@ -1,11 +1,11 @@
-"""The training layer: one run's noisy labels and method (:func:`build_method`), the one training
-loop shared by the frozen and the finetune protocol (:func:`fit`), class-balanced batches and
-the run's record (:func:`make_record`).
+"""The training layer: one run's noisy labels and method (`build_method`), the one training
+loop shared by the frozen and the finetune protocol (`fit`), class-balanced batches and
+the run's record (`make_record`).
 
 A protocol supplies the epoch's batches in the datasets' one format, ``(x, label, index)`` or
 ``(view_1, view_2, label, index)`` (labels: the noisy training labels), and an ``encode``
 function (identity on cached features; the backbone when fine-tuning). Per-sample information
-reaches the method's components through :func:`noisy_pml.trainers.batch_getter`, exactly as it
+reaches the method's components through `noisy_pml.trainers.batch_getter`, exactly as it
 does inside PML's trainers.
 """
 
@@ -55,7 +55,7 @@ def fit(
 
     Args:
         method: a benchmark method (``compute_loss(x, labels, index)``, ``receivers()``).
-        groups: optimiser parameter groups (AdamW, :func:`make_optimizer`).
+        groups: optimiser parameter groups (AdamW, `make_optimizer`).
         cfg: the run's resolved configuration (``epochs``, ``lr``, ``weight_decay``).
         epoch_batches: called once per epoch, yields that epoch's batches.
         two_view: batches are ``(view_1, view_2, label, index)``; the views are encoded as one
@@ -109,7 +109,7 @@ class RunSpec:
 
 
 def balanced_sampler(labels: torch.Tensor, cfg: dict[str, Any], g: torch.Generator):
-    """The run's :class:`~noisy_pml.datasets.ClassBalancedBatchSampler` (cfg's batch size and
+    """The run's `ClassBalancedBatchSampler` (cfg's batch size and
     ``m_per_class``), drawing from ``g``."""
     from ..datasets.sampler import ClassBalancedBatchSampler
 

@@ -23,7 +23,7 @@ class CSVDataset(ClassDisjointImages):
     class name (text or number). With a ``split`` column (``train``, or ``test`` /
     ``validation`` / ``val`` as in Open Metric Learning's files), rows go where it says;
     without one, classes are split class-disjointly by sorted name, first half train (as
-    :class:`~noisy_pml.datasets.ImageFolder`). Labels are ``0..C-1`` within the split in sorted
+    `ImageFolder`). Labels are ``0..C-1`` within the split in sorted
     class-name order; ``class_names`` maps them back. Other columns are ignored.
 
     Args:
@@ -31,7 +31,7 @@ class CSVDataset(ClassDisjointImages):
         split: ``"train"``, ``"test"`` or ``"train+test"``.
         root: folder that relative paths start from (default: the CSV file's folder).
         transform, noise, noise_seed, return_index, noise_features: as
-            :class:`~noisy_pml.datasets.ImageFolder`.
+            `ImageFolder`.
 
     Raises:
         DatasetNotFoundError: the CSV file or a listed image file does not exist (named).

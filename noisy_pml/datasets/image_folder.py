@@ -38,9 +38,9 @@ def _natural(name: str) -> tuple:
 
 
 class ClassDisjointImages(NoisyLabelDataset):
-    """Base of :class:`ImageFolder` and :class:`~noisy_pml.datasets.CSVDataset`: image files with
+    """Base of `ImageFolder` and `CSVDataset`: image files with
     class names, labels ``0..C-1`` in sorted class-name order within the split, noise on the
-    train split, and :meth:`verify` to open every image once.
+    train split, and `verify` to open every image once.
 
     Attributes:
         img_paths: image file of each sample.
@@ -97,7 +97,7 @@ class ImageFolder(ClassDisjointImages):
         root: the folder holding one sub-folder per class.
         split: ``"train"``, ``"test"`` or ``"train+test"``.
         transform: applied to the PIL image.
-        noise: a :class:`~noisy_pml.noise.NoiseRecipe` or its string, train split only.
+        noise: a `NoiseRecipe` or its string, train split only.
         noise_seed: seed of the noise injection.
         return_index: items are ``(image, label, index)``.
         noise_features: optional (N, D) features for small-cluster noise.

@@ -47,8 +47,8 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
 
     Args:
         name: ``"cub"``, ``"cars196"``, ``"digits"``, ``"folder:PATH"`` (an
-            :class:`~noisy_pml.datasets.ImageFolder`) or ``"csv:FILE"`` (a
-            :class:`~noisy_pml.datasets.CSVDataset`); ``"folder"`` / ``"csv"`` take the path
+            `ImageFolder`) or ``"csv:FILE"`` (a
+            `CSVDataset`); ``"folder"`` / ``"csv"`` take the path
             from ``root``.
         root: the dataset folder. For CUB / Cars196, None means ``$NOISY_PML_DATA/<name>``.
         split: ``"train"``, ``"test"`` or ``"train+test"``.
@@ -85,5 +85,5 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`get_dataset` (``folder`` and ``csv`` take a path)."""
+    """Names accepted by `get_dataset` (``folder`` and ``csv`` take a path)."""
     return sorted(DATASETS)

@@ -63,7 +63,7 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
             yield batch.tolist()
 
     def index_batches(self) -> Iterator[torch.Tensor]:
-        """The epoch's batches as LongTensors (what :meth:`__iter__` yields as lists)."""
+        """The epoch's batches as LongTensors (what `__iter__` yields as lists)."""
         g, m = self.generator, self.m
         for _ in range(len(self)):
             chosen = torch.randperm(len(self.by_class), generator=g)[: self.classes_per_batch]

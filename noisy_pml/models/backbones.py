@@ -41,7 +41,7 @@ BACKBONES: dict[str, BackboneSpec] = {}
 
 
 def register_backbone(spec: BackboneSpec) -> BackboneSpec:
-    """Add ``spec`` to :data:`BACKBONES` under ``spec.name``."""
+    """Add ``spec`` to `BACKBONES` under ``spec.name``."""
     BACKBONES[spec.name] = spec
     return spec
 

@@ -37,7 +37,7 @@ class EmbeddingHead(nn.Module):
     - ``kind="linear"``: $W$ only; ``"residual"``: plus an MLP branch
       $g = W_2\\,\\mathrm{ReLU}(W_1 \\cdot)$ whose last layer starts at zero, so training starts
       at the linear map and learns a refinement; ``"mlp"``: $g$ alone (randomly initialised).
-    - $\\mu$ is a buffer (zero unless built by :meth:`from_features`).
+    - $\\mu$ is a buffer (zero unless built by `from_features`).
 
     Args:
         in_features: backbone feature size $D$.

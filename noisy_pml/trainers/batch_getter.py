@@ -1,7 +1,7 @@
 """One ``data_and_label_getter`` for PML trainers that hands each batch's indices to components.
 
 Datasets yield ``(x, label, index)`` for one view and ``(view_1, view_2, label, index)`` for two
-(:class:`~noisy_pml.datasets.TwoViewDataset`, ``return_index=True`` datasets). PML's trainers
+(`TwoViewDataset`, ``return_index=True`` datasets). PML's trainers
 call ``loss(embeddings, labels, indices_tuple)`` and ``miner(embeddings, labels)`` only, so
 per-sample information travels through ``set_batch_info(indices=...)``: the getter calls it on
 every receiver before the trainer computes the batch's loss.

@@ -12,7 +12,7 @@ The cache key hashes everything that changes the numbers: dataset, split, backbo
 view recipe, view index, augmentation seed, the set of image files and a format version. Files are
 written to a temporary name and renamed (``os.replace``), so an interrupted extraction never
 leaves a truncated file behind. Rows are stored with the image paths they came from, and
-:func:`load_views` aligns them to the caller's dataset order by path.
+`load_views` aligns them to the caller's dataset order by path.
 """
 
 from __future__ import annotations
