@@ -328,3 +328,14 @@ def test_epochs_for_the_grid_leave_the_untrained_floor_untrained(tmp_path):
     recs = {r["method"]: r for r in _lines(tmp_path / "results.jsonl")}
     assert recs["frozen_features"]["loss_per_epoch"] == []
     assert len(recs["proxy_anchor"]["loss_per_epoch"]) == 1
+
+
+def test_table_says_when_finished_runs_were_reused(tmp_path, capsys):
+    assert main([*ONE, "--out", str(tmp_path)]) == 0
+    assert "read back" not in (tmp_path / "results.md").read_text()
+    capsys.readouterr()
+    assert main([*ONE, "--out", str(tmp_path)]) == 0
+    note = "1 of 1 runs were finished earlier and read back"
+    assert note in capsys.readouterr().err  # printed even with --quiet
+    assert note in (tmp_path / "results.md").read_text()
+    assert "Hyperparameters: the defaults of noisy-pml" in (tmp_path / "results.md").read_text()
