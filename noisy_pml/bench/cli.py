@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +33,32 @@ __all__ = ["main", "build_parser", "DEFAULTS"]
 
 # Per-dataset defaults of the command (a config file or flags override them).
 DEFAULTS: dict[str, dict[str, Any]] = {
+    # The embedded quick default: digits pixels, an MLP head trained from scratch (nothing
+    # starts at the pixels' geometry), two augmented views, clean vs 70 % symmetric noise,
+    # two seeds. What it shows and what not: benchmarks/results/digits/README.md.
     "digits": {
         "methods": [
             "frozen_features",
             "proxy_anchor",
             "multi_similarity",
-            "contrastive",
             "prism",
             "smooth_proxy_anchor",
             "ahsml_ms",
         ],
-        "noise": ["clean", "symmetric:0.5"],
-        "seeds": [0],
+        "noise": ["clean", "symmetric:0.7"],
+        "seeds": [0, 1],
         "aug_views": 2,
         "image_size": 224,
         "aug_image_size": None,
-        "set": {"epochs": 3, "m_per_class": 8, "embedding_size": 32, "head_hidden": 128},
+        "set": {
+            "epochs": 10,
+            "m_per_class": 8,
+            "embedding_size": 32,
+            "head": "mlp",
+            "head_init": "random",
+            "head_hidden": 128,
+            "lr": 1e-3,
+        },
     },
     "cub": {
         "methods": [
@@ -75,14 +87,36 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 DEFAULTS["cars196"] = {**DEFAULTS["cub"], "image_size": 160}
+# a user's own images (folder:PATH, csv:FILE): CUB's protocol, fewer cells
+DEFAULTS["custom"] = {
+    **DEFAULTS["cub"],
+    "noise": ["clean", "symmetric:0.2", "symmetric:0.5"],
+    "seeds": [0, 1],
+}
 SMOKE_SET = {
     "epochs": 1,
     "batch_size": 20,
     "m_per_class": 4,
     "embedding_size": 64,
     "head_hidden": 128,
-    "conf_max_epochs": 2,
+    "conf_epochs": 2,
 }
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """argparse ``type=``: an integer >= ``low`` (argparse prints the message and exits 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="noisy-pml",
         description="noisy-pml command line; `noisy-pml bench` runs the noisy-label benchmark.",
     )
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command")
     b = sub.add_parser(
         "bench",
@@ -99,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--dataset",
-        choices=["digits", "cub", "cars196"],
         default=None,
-        help="dataset (default digits: embedded, no download)",
+        help="digits (default: embedded, no download), cub, cars196, folder:PATH (one "
+        "sub-folder of images per class) or csv:FILE (columns path,label[,split])",
     )
     b.add_argument(
         "--data-root",
@@ -122,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="noise recipes, e.g. clean symmetric:0.2 small_cluster:0.25",
     )
-    b.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (e.g. 0 1 2)")
+    b.add_argument(
+        "--seeds", nargs="+", type=_int_at_least(0), default=None, help="seeds (e.g. 0 1 2)"
+    )
     b.add_argument(
         "--protocol",
         choices=["frozen", "finetune"],
@@ -138,24 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--image-size",
-        type=int,
+        type=_int_at_least(32),
         default=None,
         help="backbone input size of the centre crops (px; CUB 224, Cars196 160); with "
         "--protocol finetune, the training and evaluation image size",
     )
     b.add_argument(
         "--aug-image-size",
-        type=int,
+        type=_int_at_least(32),
         default=None,
         help="input size of the augmented views (px; default 160 on CUB/Cars196)",
     )
     b.add_argument(
         "--aug-views",
-        type=int,
+        type=_int_at_least(0),
         default=None,
         help="cached augmented views per training image (besides the centre crop)",
     )
-    b.add_argument("--epochs", type=int, default=None, help="training epochs of every method")
+    b.add_argument(
+        "--epochs", type=_int_at_least(0), default=None, help="training epochs of every method"
+    )
     b.add_argument(
         "--set",
         nargs="+",
@@ -170,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--val-classes",
-        type=int,
+        type=_int_at_least(1),
         default=20,
         help="training classes carved out as validation classes for --select",
     )
@@ -185,7 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CI smoke run on real data: 5+5 classes, small images, one epoch",
     )
-    b.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    b.add_argument(
+        "--threads",
+        type=_int_at_least(1),
+        default=None,
+        help="torch CPU threads (default: all cores)",
+    )
+    b.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where heads, losses and fine-tuned backbones train and features are extracted "
+        "(auto: CUDA when present)",
+    )
     b.add_argument(
         "--no-variants",
         action="store_true",
@@ -231,7 +284,10 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
     """Merge dataset defaults < config file < command-line flags into one plan."""
     cfg = _load_config(args.config) if args.config else {}
     dataset = args.dataset or cfg.get("dataset", "digits")
-    base = DEFAULTS[dataset]
+    from ..datasets.registry import parse_dataset_name
+
+    kind, _ = parse_dataset_name(dataset)  # clear error for an unknown name
+    base = DEFAULTS[kind if kind in DEFAULTS else "custom"]
     plan: dict[str, Any] = {
         "dataset": dataset,
         "methods": list(base["methods"]),
@@ -272,9 +328,11 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
             plan[key] = getattr(args, key)
     if args.epochs is not None:
         plan["set"]["epochs"] = args.epochs
-    from .run import parse_overrides
+    from .grid import parse_overrides
 
-    plan["set"].update(dict(parse_overrides(args.set)))
+    user_set = dict(parse_overrides(args.set))
+    plan["set"].update(user_set)
+    plan["user_set"] = sorted(user_set)
     if args.smoke:
         plan["set"].update(SMOKE_SET)
         plan["image_size"] = min(plan["image_size"], 96)
@@ -287,8 +345,9 @@ def _plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_plan(plan: dict[str, Any]) -> None:
+    from ..models.backbones import BACKBONES
     from ..noise import NoiseRecipe
-    from .registry import BACKBONES, get_method
+    from .registry import get_method
 
     for m in plan["methods"] + [v["method"] for v in plan["variants"]]:
         get_method(m)  # raises "unknown method ..." with the choices
@@ -301,6 +360,17 @@ def _check_plan(plan: dict[str, Any]) -> None:
     from .registry import check_protocol
 
     check_protocol(plan["protocol"])
+    # resolve every method's configuration now: a --set value of the wrong type fails here,
+    # before any folder is made or any run starts
+    known: set[str] = set()
+    for m in plan["methods"]:
+        known.update(_cfg_for_method(plan, m))
+    unknown = sorted(set(plan["user_set"]) - known)
+    if unknown:
+        raise ValueError(
+            f"--set {unknown[0]}=...: no method of this grid ({', '.join(plan['methods'])}) has "
+            f"a hyperparameter {unknown[0]!r}; `noisy-pml bench --list` shows each method's"
+        )
 
 
 def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | None = None):
@@ -316,7 +386,8 @@ def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | N
 
 def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Search on the validation classes: (chosen overrides per method, keys of the val runs)."""
-    from .run import RunSpec, run_grid, run_key
+    from .grid import run_grid, run_key
+    from .training import RunSpec
 
     sel = plan["select"] or {}
     grids: dict[str, dict[str, list[Any]]] = sel.get("grid", {})
@@ -346,6 +417,7 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
                 progress=not args.quiet,
                 cfg_for=lambda r, e=extra: _cfg_for_method(plan, r.method, e),
                 val_classes=args.val_classes,
+                device=args.device,
             )
             cfgs = [_cfg_for_method(plan, method, extra)]
             run_keys.update(run_key(data_spec, r, cfgs[0]) for r in runs)
@@ -374,28 +446,46 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
     return chosen, run_keys
 
 
+def _print_list(protocol: str) -> None:
+    """Methods with their effective defaults (library defaults + benchmark knobs), backbones."""
+    from ..models.backbones import BACKBONES
+    from .registry import BENCH_DEFAULTS, METHODS
+
+    print(f"benchmark knobs of every trained method ({protocol}): " + _fmt(BENCH_DEFAULTS))
+    for name in METHODS:
+        spec = METHODS[name]
+        print(f"\n{name}: {spec.description}")
+        for comp in spec.components:
+            print(f"  {comp.role:16s} {comp.target}  {_fmt(comp.library_defaults())}")
+        if spec.knobs:
+            print(f"  {'method knobs':16s} {_fmt(spec.knobs)}")
+    print()
+    for name, b in BACKBONES.items():
+        print(f"backbone {name:18s} {b.description}")
+
+
+def _fmt(values: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v!r}" for k, v in values.items()) or "(none)"
+
+
 def bench(args: argparse.Namespace) -> int:
+    """``noisy-pml bench``: print the method list, or run the grid and print its table."""
     import torch
 
-    from .registry import BACKBONES, METHODS, list_methods
-
-    torch.set_num_threads(max(1, args.threads))
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     if args.list:
-        for name in list_methods(available_only=False):
-            spec = METHODS[name]
-            flag = (
-                ""
-                if spec.available()
-                else "  [unavailable: needs " + ", ".join(spec.requires) + "]"
-            )
-            print(f"{name:22s} {spec.description}{flag}")
-        for name, b in BACKBONES.items():
-            print(f"backbone {name:18s} {b.description}")
+        _print_list(args.protocol)
         return 0
+    _, md = execute(args)
+    print(md)
+    return 0
+
+
+def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """Run (or resume, or report) the grid ``args`` describes; return (records, Markdown)."""
     plan = _plan(args)
     _check_plan(plan)
-    from .report import write_report
-    from .run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
+    from .data import DataSpec
 
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     data_spec = DataSpec(
@@ -415,12 +505,31 @@ def bench(args: argparse.Namespace) -> int:
         )
     if args.report_only and not (out / "results.jsonl").exists():
         raise ValueError(f"--report-only: no results file {out / 'results.jsonl'}")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_and_report(args, plan, data_spec, out, log)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty output folder behind
+        raise
+
+
+def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
+    from .grid import prepare_data, read_results, run_grid, run_key
+    from .report import write_report
+    from .training import RunSpec
+
     t0 = time.perf_counter()
     feature_seconds = None
     if not args.report_only:
         data = prepare_data(
-            data_spec, "test", args.data_root, args.cache_dir, progress=not args.quiet
+            data_spec,
+            "test",
+            args.data_root,
+            args.cache_dir,
+            progress=not args.quiet,
+            device=args.device,
         )
         feature_seconds = data.feature_seconds
         log(
@@ -449,9 +558,20 @@ def bench(args: argparse.Namespace) -> int:
             for noise in v.get("noise", plan["noise"]):
                 over = tuple(sorted(extra.items()))
                 runs.append(RunSpec(v["method"], noise, seed, "test", over, label=v["name"]))
+
     def cfg_of(run: RunSpec) -> dict[str, Any]:
         return _cfg_for_method(plan, run.method, run.overrides_dict())
 
+    wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
+    finished = {r.get("key") for r in read_results(out / "results.jsonl")} & wanted.keys()
+    notes = []
+    if finished and not args.report_only:
+        # printed even with --quiet: a table of reused runs must say so
+        notes.append(
+            f"{len(finished)} of {len(wanted)} runs were finished earlier and read back from "
+            f"{out / 'results.jsonl'}, not re-run."
+        )
+        print(notes[-1], file=sys.stderr)
     if not args.report_only:
         run_grid(
             data_spec,
@@ -462,8 +582,8 @@ def bench(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             cfg_for=cfg_of,
             val_classes=args.val_classes,
+            device=args.device,
         )
-    wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     # only this plan's runs (a results file may also hold runs of earlier configurations)
     keep = wanted.keys() | val_keys
     records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]
@@ -492,6 +612,17 @@ def bench(args: argparse.Namespace) -> int:
         "feature_extraction_seconds": feature_seconds,
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
+    from .. import __version__
+
+    overrides = {k: v for k, v in plan["set"].items()}
+    notes.append(
+        f"Hyperparameters: the defaults of noisy-pml {__version__}'s library classes "
+        "(`noisy-pml bench --list` prints them)"
+        + (f", with {_fmt(overrides)} for every method that has them" if overrides else "")
+        + (f" and per method {plan['method_set']}" if plan["method_set"] else "")
+        + "."
+    )
+    extra["notes"] = notes
     md = write_report(
         records,
         out,
@@ -500,11 +631,11 @@ def bench(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         extra=extra,
         plot_methods=plan["methods"],
+        notes=notes,
     )
-    print(md)
     pngs = "".join(f", {p.name}" for p in sorted(out.glob("*.png")))
     log(f"wrote {out / 'results.md'}, results.json, results.jsonl{pngs}")
-    return 0
+    return records, md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return bench(args)
-    except (ValueError, DatasetNotFoundError) as e:
+    except (ValueError, OSError, DatasetNotFoundError) as e:
         print(f"noisy-pml bench: error: {e}", file=sys.stderr)
         return 2
 

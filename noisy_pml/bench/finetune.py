@@ -1,24 +1,23 @@
 """The ``finetune`` protocol: backbone + the method's head trained end to end on images.
 
 Same methods, losses, miners, heads, noisy labels, batches and metrics as the frozen protocol
-([`noisy_pml.bench.run`][]); what changes is that every batch is loaded as images and passed
+(`noisy_pml.bench.frozen`); what changes is that every batch is loaded as images and passed
 through the backbone, whose weights train too:
 
-- the model is ``method.embed(backbone(image))`` (backbone from [`build_backbone`][]);
+- the model is ``method.embed(backbone(image))`` (backbone from `build_backbone`);
 - before training, the *frozen* backbone embeds the training images once (evaluation transform):
   those features initialise the head (its mean and PCA start) and are what Smooth
   Proxy-Anchor's phase 1 trains its confidence module on, exactly as in the frozen protocol;
-- training views: [`weak_transform`][noisy_pml.datasets.transforms.weak_transform]
-  (RandomResizedCrop +
+- training views: `weak_transform` (RandomResizedCrop +
   flip); two-view methods get two independent weak views of each image through
-  [`TwoViewDataset`][noisy_pml.datasets.TwoViewDataset]; evaluation uses
-  [`eval_transform`][noisy_pml.datasets.transforms.eval_transform] (Resize(S * 256 / 224) +
-  CenterCrop(S));
+  `TwoViewDataset`; evaluation uses
+  `eval_transform` (Resize(S * 256 / 224) + CenterCrop(S));
 - BatchNorm layers stay in eval mode (``freeze_bn``, default on): their running statistics do
   not move while every weight, BatchNorm affine parameters included, trains;
 - AdamW with the method's parameter groups (head lr, proxies at ``lr * loss_lr_mult``) plus the
   backbone at ``backbone_lr`` (default 1e-4);
-- device: CUDA when available, else CPU.
+- device: ``--device`` (auto: CUDA when available, else CPU); the backbone runs in
+  channels_last memory format.
 
 Designed for GPU users; on a CPU it runs at reduced resolution (see benchmarks/results/README).
 """
@@ -34,15 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbones import build_backbone
-from .run import (
-    RunSpec,
-    _balanced_batches,
-    build_method,
-    carve_validation,
-    make_optimizer,
-    make_record,
-)
+from ..models.backbones import build_backbone
+from .data import carve_validation
+from .training import RunSpec, balanced_sampler, build_method, fit, make_record, resolve_device
 
 __all__ = ["ImageSplit", "ImageData", "prepare_images", "run_one_finetune", "freeze_batchnorm"]
 
@@ -76,6 +69,7 @@ class ImageData:
     description: str
     backbone: str
     image_size: int
+    protocol: str = "finetune"
 
 
 def _as_rgb(sample: Any) -> Any:
@@ -111,7 +105,7 @@ class _OneView(torch.utils.data.Dataset):
 def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
     """(weak training transform, evaluation transform) with the backbone's normalisation."""
     from ..datasets.transforms import eval_transform, weak_transform
-    from .backbones import BACKBONES
+    from ..models.backbones import BACKBONES
 
     b = BACKBONES[backbone]
     weak = weak_transform(image_size, mean=b.mean, std=b.std)
@@ -123,10 +117,6 @@ def _workers(dataset: Any) -> int:
     if isinstance(dataset.img_paths[0], str) and dataset.img_paths[0].startswith("sklearn"):
         return 0  # in-memory digits: workers cost more than they save
     return min(4, max(0, (os.cpu_count() or 1) - 1))
-
-
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.no_grad()
@@ -142,7 +132,8 @@ def _embed_images(
         batch_size=batch_size,
         num_workers=_workers(split.dataset),
     )
-    return torch.cat([f(x.to(device)).float().cpu() for x in loader])
+    nhwc = torch.channels_last
+    return torch.cat([f(x.to(device).contiguous(memory_format=nhwc)).float().cpu() for x in loader])
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -160,6 +151,7 @@ def prepare_images(
     cache_dir: Any = None,
     val_classes: int = 20,
     progress: bool = True,
+    device: str | torch.device = "auto",
 ) -> ImageData:
     """Images of ``spec.dataset`` for ``mode`` ("test" or "val", as `prepare_data`) plus
     the frozen backbone's features of the training images.
@@ -168,7 +160,7 @@ def prepare_images(
     (same centre-crop recipe), so both protocols see the same noisy labels for a seed.
     """
     from ..datasets import get_dataset
-    from .run import _smoke_subset
+    from .data import _smoke_subset
 
     kw = {} if spec.dataset == "digits" else {"root": root}
     train = get_dataset(spec.dataset, split="train", **kw)
@@ -180,16 +172,20 @@ def prepare_images(
     if spec.dataset == "digits":
         backbone, _ = build_backbone(spec.backbone, spec.image_size)
         _, ev = _transforms(spec.backbone, spec.image_size)
-        feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, torch.device("cpu"))
+        dev = resolve_device(device)
+        backbone.to(dev, memory_format=torch.channels_last)
+        feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, dev)
         seconds = time.perf_counter() - t0
     else:
-        from .features import ViewSpec, load_views
+        from ..utils.feature_cache import ViewSpec, load_views
 
         # the frozen protocol's centre-crop cache entry (train + test images, one file)
         paths = [train.img_paths[i] for i in tr_rows] + [test.img_paths[i] for i in te_rows]
         split = "train+test" if not spec.smoke else "smoke"
         view = ViewSpec(spec.dataset, split, spec.backbone, spec.image_size)
-        views, seconds = load_views([view], paths, cache_dir, progress=progress)
+        views, seconds = load_views(
+            [view], paths, cache_dir, progress=progress, device=resolve_device(device)
+        )
         feats = views[: len(tr_rows), 0]
     labels = train.clean_targets[tr_rows].long()
     c = int(labels.max()) + 1
@@ -233,7 +229,10 @@ def _train_loader(
 
 
 def run_one_finetune(
-    data: ImageData, run: RunSpec, cfg: dict[str, Any] | None = None
+    data: ImageData,
+    run: RunSpec,
+    cfg: dict[str, Any] | None = None,
+    device: str | torch.device = "auto",
 ) -> tuple[dict[str, Any], nn.Module, nn.Module]:
     """Fine-tune backbone + method on one noisy copy of the training labels; evaluate.
 
@@ -242,49 +241,43 @@ def run_one_finetune(
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
-    cfg, noise, train, method, k, bs, build_seconds = build_method(data, run, cfg, "finetune")
+    cfg, noise, train, method, k, build_seconds = build_method(data, run, cfg, "finetune")
     t0 = time.perf_counter() - build_seconds
-    device = _device()
+    device = resolve_device(device)
     backbone, _ = build_backbone(data.backbone, data.image_size)
-    backbone.to(device)
+    backbone.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions
     method.to(device)
     weak, ev = _transforms(data.backbone, data.image_size)
     groups = method.param_groups()
-    losses: list[float] = []
-    epoch_seconds: list[float] = []
-    if groups and cfg["epochs"] > 0:
+    if groups:
         groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
-        opt = make_optimizer(groups, cfg)
-        params = [p for grp in groups for p in grp["params"]]
-        g = torch.Generator().manual_seed(run.seed)
-        labels = train.labels.to(device)
-        for _ in range(cfg["epochs"]):
-            te = time.perf_counter()
-            backbone.train()
-            if cfg["freeze_bn"]:
-                freeze_batchnorm(backbone)
-            method.train()
-            batches = list(_balanced_batches(train.labels, bs, cfg["m_per_class"], g))
-            total, steps = 0.0, 0
-            for idx, batch in zip(
-                batches, _train_loader(data.train_images, weak, k == 2, batches), strict=True
-            ):
-                if k == 2:  # (B, 2, D): the two views of each image
-                    b = len(idx)
-                    z = backbone(torch.cat([batch[0], batch[1]]).to(device))
-                    x = torch.stack([z[:b], z[b:]], dim=1)
-                else:
-                    x = backbone(batch.to(device))
-                idx_d = idx.to(device)
-                loss = method.compute_loss(x, labels[idx_d], idx_d)
-                opt.zero_grad(set_to_none=True)
-                if loss.requires_grad:
-                    loss.backward()
-                    torch.nn.utils.clip_grad_value_(params, 10.0)
-                    opt.step()
-                total, steps = total + float(loss.detach()), steps + 1
-            losses.append(total / max(steps, 1))
-            epoch_seconds.append(round(time.perf_counter() - te, 2))
+    g = torch.Generator().manual_seed(run.seed)
+    sampler = balanced_sampler(train.labels, cfg, g) if groups and cfg["epochs"] > 0 else None
+    labels = train.labels.to(device)
+
+    def start_epoch() -> None:
+        backbone.train()
+        if cfg["freeze_bn"]:
+            freeze_batchnorm(backbone)
+        method.train()
+
+    def epoch_batches():
+        batches = list(sampler.index_batches())
+        loader = _train_loader(data.train_images, weak, k == 2, batches)
+        for idx, images in zip(batches, loader, strict=True):
+            views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
+            idx_d = idx.to(device)
+            yield (*(v.to(device) for v in views), labels[idx_d], idx_d)
+
+    losses, epoch_seconds = fit(
+        method,
+        groups,
+        cfg,
+        epoch_batches,
+        two_view=k == 2,
+        encode=lambda x: backbone(x.contiguous(memory_format=torch.channels_last)),
+        on_epoch_start=start_epoch,
+    )
     train_seconds = time.perf_counter() - t0
     t1 = time.perf_counter()
     backbone.eval()

@@ -257,8 +257,12 @@ def write_report(
     plots: bool = True,
     extra: dict[str, Any] | None = None,
     plot_methods: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
-    """Write ``results.md``, ``results.json`` and PNG plots into ``out_dir``; return Markdown."""
+    """Write ``results.md``, ``results.json`` and PNG plots into ``out_dir``; return Markdown.
+
+    ``notes`` are printed under the tables (e.g. which defaults produced them, reused runs).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(records, "test")
@@ -266,6 +270,8 @@ def write_report(
     val = [r for r in records if r.get("mode") == "val"]
     if val:
         md += "\n" + selection_table(val, (extra or {}).get("chosen_hyperparameters", {}))
+    if notes:
+        md += "\n" + "".join(f"{n}\n" for n in notes)
     (out / "results.md").write_text(md)
     payload = {
         "title": title,

@@ -1,4 +1,5 @@
-"""Datasets with seeded label noise on the train split (CUB, Cars196, Digits), two-view wrapper."""
+"""Datasets with seeded label noise on the train split (CUB, Cars196, Digits, any image folder or
+CSV file), the two-view wrapper and class-balanced batches."""
 
 from .base import (
     CorruptImageError,
@@ -8,15 +9,21 @@ from .base import (
     PMLImageDataset,
 )
 from .cars196 import Cars196
+from .csv_dataset import CSVDataset
 from .cub import CUB
 from .digits import Digits
+from .image_folder import ImageFolder
 from .registry import DATASETS, get_dataset, list_datasets
+from .sampler import ClassBalancedBatchSampler
 from .two_view import TwoViewDataset
 
 __all__ = [
     "CUB",
     "Cars196",
+    "CSVDataset",
+    "ClassBalancedBatchSampler",
     "Digits",
+    "ImageFolder",
     "TwoViewDataset",
     "CorruptImageError",
     "DatasetCorruptError",

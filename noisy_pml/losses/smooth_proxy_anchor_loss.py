@@ -26,6 +26,7 @@ from ..utils.checks import (
 )
 
 POSITIVE_SETS = ("confidence", "labels")
+UNSELECTED = ("negative", "ignore", "positive")
 # distances the loss supports; PoincareDistance covers PoincareSimilarity (a subclass)
 SUPPORTED_DISTANCES = (DotProductSimilarity, LpDistance, PoincareDistance)
 
@@ -74,6 +75,13 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
       $X_p^-$ is every other sample. $P^+$ counts proxies with at least one positive
       of non-zero weight, after selection.
     * (R) ``weighted_negatives=True`` uses the weight ``1 - S(c)``; ``False`` uses 1.
+    * (R) ``unselected``: what becomes of the pair $(x, \tilde y_x)$ of a sample and its own
+      (given) label when relabelling does not select it ($c(x, \tilde y_x) < \tau$).
+      ``"negative"``: it is a negative of its own proxy with weight $1 - S(c)$ (pushed away);
+      ``"ignore"``: the pair is dropped from both sums (no pull, no push from its own proxy;
+      the sample still pushes every other proxy and pulls any proxy it is selected for);
+      ``"positive"``: it stays a positive of its own proxy with the small weight $S(c)$ (a
+      soft pull; with a hard step $S(c) = 0$ and this equals ``"ignore"``).
     * Confidences come from a frozen module: no gradient flows into them.
 
     Without confidences the loss is Proxy-Anchor on the labels (every weight 1), identical to
@@ -105,6 +113,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         positive_set: str = "confidence",
         weighted_negatives: bool = True,
         confidence_source: Callable[[], torch.Tensor | None] | None = None,
+        unselected: str = "negative",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -148,14 +157,19 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         self.positive_set = positive_set
         self.weighted_negatives = weighted_negatives
         self.confidence_source = confidence_source
+        if unselected not in UNSELECTED:
+            raise ValueError(f"unselected must be one of {UNSELECTED}, got {unselected!r}")
+        self.unselected = unselected
         self._confidences: torch.Tensor | None = None
+        self._batch_info: dict = {}
         self.add_to_recordable_attributes(
             list_of_names=["num_classes", "alpha", "margin", "smoothing_position",
                            "smoothing_sharpness", "positive_threshold"],
             is_stat=False,
         )
         self.add_to_recordable_attributes(
-            list_of_names=["mean_confidence", "relabelled_share", "num_pos_proxies"],
+            list_of_names=["mean_confidence", "relabelled_share", "unselected_share",
+                           "num_pos_proxies"],
             is_stat=True,
         )
 
@@ -168,7 +182,18 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         ref_labels: torch.Tensor | None = None,
         confidences: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """PML's forward plus ``confidences`` (B, C) in [0, 1]; None asks ``confidence_source``."""
+        """PML's forward plus ``confidences`` (B, C) in [0, 1].
+
+        Without ``confidences`` the batch's confidences come, in this order, from the last
+        `set_batch_info` call (its ``confidences``, or its ``indices`` looked up through
+        ``confidence_source``), then from ``confidence_source()``; with none of these the loss
+        is Proxy-Anchor on the labels. Batch info is consumed by this call.
+        """
+        info, self._batch_info = self._batch_info, {}
+        if confidences is None:
+            confidences = info.get("confidences")
+        if confidences is None and info.get("indices") is not None:
+            confidences = self._lookup(info["indices"])
         if confidences is None and self.confidence_source is not None:
             confidences = self.confidence_source()
         self._confidences = confidences
@@ -176,6 +201,42 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
             return super().forward(embeddings, labels, indices_tuple, ref_emb, ref_labels)
         finally:
             self._confidences = None
+
+    def set_batch_info(
+        self,
+        indices: torch.Tensor | None = None,
+        instance_ids: torch.Tensor | None = None,
+        confidences: torch.Tensor | None = None,
+        **kwargs,
+    ) -> None:
+        """Per-sample side information for the next forward call (the project's convention).
+
+        Args:
+            indices: (B,) dataset indices of the batch; their confidences are looked up through
+                ``confidence_source`` (which must accept them, e.g. a `ConfidenceTable`).
+            instance_ids: accepted for the convention; unused by this loss.
+            confidences: (B, C) confidences of the batch, used as given.
+            **kwargs: other components' side information; ignored.
+        """
+        if indices is not None and confidences is None and self.confidence_source is None:
+            raise ValueError(
+                "set_batch_info(indices=...) needs confidence_source (e.g. a ConfidenceTable) "
+                "to look the batch's confidences up; got confidence_source=None"
+            )
+        self._batch_info = {"indices": indices, "confidences": confidences}
+
+    def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        source = self.confidence_source
+        if hasattr(source, "set_batch_info"):
+            source.set_batch_info(indices=indices)
+            return source()
+        try:
+            return source(indices)
+        except TypeError as e:
+            raise TypeError(
+                "confidence_source must accept the batch indices (a ConfidenceTable, or a "
+                f"callable taking indices) when set_batch_info(indices=...) is used: {e}"
+            ) from e
 
     def cast_types(self, dtype: torch.dtype, device: torch.device) -> None:
         if not dtype.is_floating_point:
@@ -195,7 +256,9 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         if indices_tuple is not None:
             row_bias = lmu.convert_to_weights(indices_tuple, labels, dtype=dtype) - 1
 
-        c, pos_rows, pos_cols, pos_logw, neg_logw = self._weights(self._confidences, labels, B, C)
+        c, pos_rows, pos_cols, pos_logw, neg_logw, n_sel = self._weights(
+            self._confidences, labels, B, C
+        )
         # affine maps s -> exponent read off distance.margin (distances work as well as
         # similarities): alpha * margin(s, delta) for positives, alpha * margin(-delta, s) else
         a_pos, b_pos = _affine(lambda s: self.alpha * self.distance.margin(s, self.margin))
@@ -209,7 +272,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         # P+: proxies with a positive of non-zero weight (zero-weight positives stay out of X_p-)
         num_pos_proxies = int(torch.unique(pos_cols[pos_logw > -math.inf]).numel())
         if self.collect_stats:
-            self._record_stats(c, labels, pos_rows, num_pos_proxies, pos_cols)
+            self._record_stats(c, labels, pos_rows[:n_sel], num_pos_proxies, pos_cols[:n_sel])
 
         loss_indices = c_f.torch_arange_from_size(self.proxies)
         loss_dict = {
@@ -222,7 +285,10 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         return loss_dict
 
     def _weights(self, confidences, labels, B, C):
-        """c, the sparse positives (rows, cols, log S(c)) and the dense log(1 - S(c)) or None.
+        """c, the sparse positives (rows, cols, log S(c)), the dense log(1 - S(c)) or None, and
+        the number of selected positives (the first entries; with ``unselected`` "ignore" or
+        "positive", the unselected own-label pairs follow, with log-weight -inf or log S(c): a
+        listed pair is never a negative, and a -inf one adds nothing to the positive term).
 
         Every pass over B x C counts at large C: one ``aminmax`` (range and NaN check), one
         comparison + ``nonzero`` (the positive list, reused to exclude them from the negatives)
@@ -232,7 +298,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         if confidences is None:  # plain Proxy-Anchor: positives = labels, every weight 1
             rows = torch.arange(B, device=labels.device)
             zeros = torch.zeros(B, dtype=self.proxies.dtype, device=labels.device)
-            return None, rows, labels, zeros, None
+            return None, rows, labels, zeros, None, B
         if not isinstance(confidences, torch.Tensor):
             raise TypeError(f"confidences must be a torch.Tensor, got {type(confidences).__name__}")
         if tuple(confidences.shape) != (B, C):
@@ -247,8 +313,16 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         else:
             rows, cols = torch.arange(B, device=labels.device), labels
         pos_logw = self._log_smooth(c[rows, cols])  # sparse: gathered after selection
+        n_sel = len(rows)
+        if self.unselected != "negative" and self.positive_set == "confidence":
+            own = c.gather(1, labels[:, None]).squeeze(1)
+            u = torch.nonzero(own < self.positive_threshold).squeeze(1)  # unselected own pairs
+            u_logw = torch.full_like(own[u], -math.inf) if self.unselected == "ignore" \
+                else self._log_smooth(own[u])
+            rows, cols = torch.cat([rows, u]), torch.cat([cols, labels[u]])
+            pos_logw = torch.cat([pos_logw, u_logw])
         neg_logw = self._log_one_minus_smooth(c) if self.weighted_negatives else None
-        return c, rows, cols, pos_logw, neg_logw
+        return c, rows, cols, pos_logw, neg_logw, n_sel
 
     def _log_smooth(self, c: torch.Tensor) -> torch.Tensor:
         """log S(c) = -softplus(-k (c - mu)) on the (sparse) positive confidences."""
@@ -293,7 +367,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
     def _record_stats(self, c, labels, pos_rows, num_pos_proxies, pos_cols):
         self.num_pos_proxies = num_pos_proxies
         if c is None:
-            self.mean_confidence, self.relabelled_share = 1.0, 0.0
+            self.mean_confidence, self.relabelled_share, self.unselected_share = 1.0, 0.0, 0.0
             return
         self.mean_confidence = c.gather(1, labels[:, None]).mean().item()
         # a sample is relabelled when its positive set differs from {its label}
@@ -302,6 +376,7 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
         own = torch.zeros(B, dtype=torch.bool, device=labels.device)
         own[pos_rows[pos_cols == labels[pos_rows]]] = True
         self.relabelled_share = ((n_pos != 1) | ~own).float().mean().item()
+        self.unselected_share = (~own).float().mean().item()
 
     def get_default_reducer(self):
         return DivisorReducer()

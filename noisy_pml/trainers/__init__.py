@@ -1,22 +1,31 @@
-"""trainers: Smooth Proxy-Anchor's two phases on PML's shipped trainers."""
+"""trainers: Smooth Proxy-Anchor's two phases on PML's shipped trainers, and the one batch
+getter handing per-sample information to losses and miners."""
 
+from .batch_getter import batch_getter
 from .confidence_table import ConfidenceTable, IndexedDataset
 from .two_phase import (
+    DEFAULT_FOLDS,
     HeldOutEarlyStopping,
+    assign_folds,
     compute_confidences,
     confidence_trainer,
     embedding_trainer,
+    estimate_confidences,
     first_two,
     split_held_out,
 )
 
 __all__ = [
+    "DEFAULT_FOLDS",
     "ConfidenceTable",
     "HeldOutEarlyStopping",
     "IndexedDataset",
+    "assign_folds",
+    "batch_getter",
     "compute_confidences",
     "confidence_trainer",
     "embedding_trainer",
+    "estimate_confidences",
     "first_two",
     "split_held_out",
 ]

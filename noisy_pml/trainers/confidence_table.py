@@ -36,7 +36,12 @@ class ConfidenceTable:
     indices travel through a side channel: pass [`data_and_label_getter`][] to the trainer
     (the dataset must yield ``(sample, label, index)``, see [`IndexedDataset`][]) and the table
     itself as the loss's ``confidence_source``; calling the table returns the current batch's
-    (B, C) confidences.
+    (B, C) confidences. Indices can also be handed over by `set_batch_info` (the project's
+    convention; `SmoothProxyAnchorLoss.set_batch_info(indices=...)` forwards them here) or
+    passed to the call itself, ``table(indices)``.
+
+    Raises:
+        ValueError: confidences not 2-D, or with NaN, infinite or out-of-[0, 1] values.
     """
 
     def __init__(self, confidences: torch.Tensor):
@@ -61,16 +66,29 @@ class ConfidenceTable:
                 f"ConfidenceTable.data_and_label_getter expects batches (data, labels, indices), "
                 f"got {len(batch)} field(s); wrap the dataset in IndexedDataset"
             )
-        indices = torch.as_tensor(batch[2])
-        check_labels("batch indices", indices, len(self))
-        self._indices = indices
+        self.set_batch_info(indices=batch[2])
         return batch[0], batch[1]
 
-    def __call__(self) -> torch.Tensor:
-        """Confidences (B, C) of the batch last seen by [`data_and_label_getter`][]."""
+    def set_batch_info(self, indices=None, instance_ids=None, confidences=None, **kwargs) -> None:
+        """Remember the batch's dataset ``indices`` (B,) for the next call; other fields unused."""
+        if indices is None:
+            raise ValueError("ConfidenceTable.set_batch_info needs indices=, got None")
+        self._indices = self._checked(indices)
+
+    def _checked(self, indices) -> torch.Tensor:
+        indices = torch.as_tensor(indices)
+        check_labels("batch indices", indices, len(self))
+        return indices
+
+    def __call__(self, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Confidences (B, C) of ``indices``, or of the batch last handed over by
+        `data_and_label_getter` / `set_batch_info`."""
+        if indices is not None:
+            return self.confidences[self._checked(indices)]
         if self._indices is None:
             raise RuntimeError(
-                "ConfidenceTable has seen no batch: pass table.data_and_label_getter to the trainer"
+                "ConfidenceTable has seen no batch: pass table.data_and_label_getter to the "
+                "trainer, or call table.set_batch_info(indices=...)"
             )
         return self.confidences[self._indices]
 

@@ -1,13 +1,11 @@
 """Smooth Proxy-Anchor's two phases through PML's trainers as shipped, with the trunk frozen.
 
-Phase 1 ([`confidence_trainer`][]): ``TrainWithClassifier`` trains a
-[`ConfidenceModule`][noisy_pml.models.ConfidenceModule] on the frozen trunk's features with BCE
-against the
-noisy labels. Between phases, [`compute_confidences`][] fills a
-[`ConfidenceTable`][noisy_pml.trainers.ConfidenceTable]. Phase 2 ([`embedding_trainer`][]):
-``MetricLossOnly`` trains the embedder with
-[`SmoothProxyAnchorLoss`][noisy_pml.losses.SmoothProxyAnchorLoss],
-which reads the batch's confidences from the table.
+Phase 1 (`confidence_trainer`): ``TrainWithClassifier`` trains a `ConfidenceModule` on the
+frozen trunk's features with BCE against the noisy labels; `estimate_confidences` runs it with
+K-fold cross-fitting so that every sample is scored by a module that never trained on it.
+Between phases, `compute_confidences` fills a `ConfidenceTable`. Phase 2 (`embedding_trainer`):
+``MetricLossOnly`` trains the embedder with `SmoothProxyAnchorLoss`, which reads the batch's
+confidences from the table.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import torch
 from pytorch_metric_learning.trainers import MetricLossOnly, TrainWithClassifier
 
 from ..models.confidence_module import ConfidenceBCELoss, ConfidenceModule
-from ..utils.checks import check_rate
+from ..utils.checks import check_labels, check_positive, check_rate
 from .confidence_table import ConfidenceTable, IndexedDataset
 
 
@@ -59,6 +57,236 @@ def compute_confidences(
     finally:
         trunk.train(modes[0]), confidence_module.train(modes[1])
     return torch.cat(out)
+
+
+DEFAULT_FOLDS = 5
+
+
+def estimate_confidences(
+    trunk: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    num_classes: int,
+    *,
+    folds: int | torch.Tensor = DEFAULT_FOLDS,
+    held_out_fraction: float = 0.1,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    patience: int = 2,
+    hidden_size: int | None = 512,
+    dropout: float = 0.5,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    eval_dataset: torch.utils.data.Dataset | None = None,
+    fold_log: list[dict] | None = None,
+    **trainer_kwargs,
+) -> torch.Tensor:
+    r"""Phase 1 end to end: the (N, C) confidences $c(x, p)$ of every sample, in dataset order.
+
+    Each confidence module is a fresh `ConfidenceModule` trained by `confidence_trainer` (PML's
+    ``TrainWithClassifier``, trunk frozen, BCE against the noisy labels, early stopping on a
+    held-out slice, best weights restored).
+
+    With ``folds`` $= K \ge 2$ (cross-fitting) the samples are split into $K$ folds stratified
+    by noisy label; for fold $k$ a module is trained on the other $K-1$ folds (less a
+    ``held_out_fraction`` slice of them for early stopping) and scores only fold $k$. So no
+    sample is scored by a module that fitted its (possibly wrong) label: a module this small
+    fits clean structure before it memorises noise, but it does memorise some, and then
+    $c(x, \tilde y_x)$ of its own training samples is too high. ``folds=1`` is the single-model
+    path (one module trained on all but the held-out slice scores every sample), kept for
+    comparison. ``folds`` may also be an (N,) tensor of fold ids ``0..K-1`` (e.g. to keep
+    near-duplicates in one fold).
+
+    Args:
+        trunk: frozen feature extractor (``torch.nn.Identity()`` on cached features); its
+            output on a batch of ``dataset`` items must be 2-D.
+        dataset: yields ``(x, noisy_label, ...)``; labels are read from ``dataset.targets``
+            when present (else from the items).
+        num_classes: C, the number of classes (labels lie in ``0..C-1``).
+        folds: K (int >= 1) or an (N,) tensor of fold ids.
+        held_out_fraction: share of each training part held out for early stopping (0: none,
+            train ``epochs`` epochs).
+        epochs: maximum number of epochs of each module.
+        batch_size, lr, patience: phase-1 batch size, Adam learning rate, early-stopping
+            patience (epochs without improvement of the held-out BCE).
+        hidden_size, dropout: `ConfidenceModule` architecture (``hidden_size=None``: one Linear).
+        seed: fold assignment, held-out slices, module initialisation and batch order; the
+            global RNG state is left untouched. Fold $k$ runs under ``torch.manual_seed(1000 *
+            seed + k)`` and holds out ``split_held_out(..., seed=1000 * seed + k)``.
+        device: where modules train (default: CUDA when available, else CPU).
+        progress: show a progress bar over the folds.
+        eval_dataset: the dataset scored and used for early stopping, in the same order and
+            with the same labels as ``dataset`` (e.g. centre crops while ``dataset`` yields
+            augmented views); default ``dataset``.
+        fold_log: if a list is given, one dict per fold is appended (``fold``, ``num_train``,
+            ``num_held_out``, ``num_scored``, ``epochs``, ``best_held_out_bce``).
+        **trainer_kwargs: passed to PML's trainer (``dataloader_num_workers`` defaults to 0).
+
+    Returns:
+        Float tensor (N, C) on the CPU, row i the confidences of sample i.
+
+    Raises:
+        ValueError: labels outside ``0..num_classes-1``; folds < 1 or more folds than samples;
+            a class with fewer than K samples (K >= 2); a class present in only one fold; a
+            module producing NaN or infinite confidences.
+    """
+    check_positive("num_classes", num_classes)
+    check_positive("epochs", epochs)
+    check_positive("batch_size", batch_size)
+    check_rate("held_out_fraction", held_out_fraction)
+    eval_dataset = dataset if eval_dataset is None else eval_dataset
+    if len(eval_dataset) != len(dataset):
+        raise ValueError(
+            f"eval_dataset has {len(eval_dataset)} samples, dataset has {len(dataset)}; "
+            "expected the same samples in the same order"
+        )
+    labels = dataset_labels(dataset)
+    check_labels("dataset labels", labels, num_classes)
+    fold_ids = assign_folds(labels, folds, seed) if not isinstance(folds, torch.Tensor) \
+        else _check_fold_ids(folds, labels)
+    num_folds = int(fold_ids.max()) + 1
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    trainer_kwargs.setdefault("dataloader_num_workers", 0)
+    trainer_kwargs.setdefault("data_device", device)
+    trunk.to(device)
+    in_features = _feature_dim(trunk, eval_dataset, device)
+
+    out = torch.empty(len(dataset), int(num_classes))
+    all_idx = torch.arange(len(dataset))
+    fold_range = range(num_folds)
+    if progress:
+        from tqdm.auto import tqdm
+
+        fold_range = tqdm(fold_range, desc="confidence folds", unit="fold")
+    with torch.random.fork_rng(devices=[]):
+        for k in fold_range:
+            fold_seed = 1000 * seed + k
+            scored = all_idx[fold_ids == k] if num_folds > 1 else all_idx
+            train_idx = all_idx[fold_ids != k] if num_folds > 1 else all_idx
+            torch.manual_seed(fold_seed)
+            module = ConfidenceModule(in_features, num_classes, hidden_size, dropout).to(device)
+            fit, held = split_held_out(torch.utils.data.Subset(dataset, train_idx.tolist()),
+                                       held_out_fraction, seed=fold_seed)
+            held_eval = torch.utils.data.Subset(
+                eval_dataset, [int(train_idx[i]) for i in held.indices])
+            trainer = confidence_trainer(
+                trunk, module, fit, batch_size, lr,
+                held_out=held_eval if len(held_eval) else None, patience=patience,
+                **trainer_kwargs,
+            )
+            trainer.train(num_epochs=epochs)
+            hook = trainer.end_of_epoch_hook if len(held_eval) else None
+            if isinstance(hook, HeldOutEarlyStopping):
+                hook.restore_best()
+            conf = compute_confidences(
+                trunk, module, torch.utils.data.Subset(eval_dataset, scored.tolist()),
+                batch_size, device,
+            )
+            if not torch.isfinite(conf).all():
+                raise ValueError(
+                    f"fold {k}: the confidence module produced "
+                    f"{int((~torch.isfinite(conf)).sum())} NaN or infinite confidence(s); "
+                    "expected finite values (check the trunk's features for NaN/inf)"
+                )
+            out[scored] = conf.float()
+            if fold_log is not None:
+                fold_log.append({
+                    "fold": k, "num_train": len(fit), "num_held_out": len(held_eval),
+                    "num_scored": len(scored), "epochs": trainer.epoch,
+                    "best_held_out_bce": hook.best if isinstance(hook, HeldOutEarlyStopping)
+                    else None,
+                })
+    return out
+
+
+def assign_folds(labels: torch.Tensor, folds: int, seed: int = 0) -> torch.Tensor:
+    """Fold id (0..K-1) per sample, stratified by label: each class spread evenly over folds.
+
+    Samples are shuffled within each class (seeded) and dealt round-robin over the folds,
+    continuing from class to class so that fold sizes differ by at most one.
+
+    Raises:
+        ValueError: ``folds`` < 1 or > N, or (``folds`` >= 2) a class with 1..K-1 samples.
+    """
+    labels = torch.as_tensor(labels)
+    check_labels("labels", labels)
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 1:
+        raise ValueError(f"folds must be an int >= 1 or a tensor of fold ids, got {folds!r}")
+    if folds > len(labels):
+        raise ValueError(f"folds={folds} exceeds the number of samples ({len(labels)})")
+    fold_ids = torch.zeros(len(labels), dtype=torch.long)
+    if folds == 1:
+        return fold_ids
+    counts = torch.bincount(labels)
+    small = torch.nonzero((counts > 0) & (counts < folds)).squeeze(1)
+    if len(small):
+        c = int(small[0])
+        raise ValueError(
+            f"class {c} has {int(counts[c])} sample(s), fewer than folds={folds} "
+            f"({len(small)} class(es) are that small); expected >= {folds} samples per class "
+            "for out-of-fold confidences: lower folds, or drop or merge those classes"
+        )
+    g = torch.Generator().manual_seed(seed)
+    order = torch.cat([
+        idx[torch.randperm(len(idx), generator=g)]
+        for idx in (torch.nonzero(labels == c).squeeze(1) for c in torch.unique(labels))
+    ])
+    fold_ids[order] = torch.arange(len(order)) % folds
+    return fold_ids
+
+
+def _check_fold_ids(fold_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    check_labels("folds", fold_ids, length=len(labels))
+    num_folds = int(fold_ids.max()) + 1
+    sizes = torch.bincount(fold_ids, minlength=num_folds)
+    if (sizes == 0).any():
+        raise ValueError(
+            f"folds must number folds 0..K-1 without gaps, got empty fold(s) "
+            f"{torch.nonzero(sizes == 0).squeeze(1).tolist()}"
+        )
+    if num_folds >= 2:
+        # a class confined to one fold is absent from that fold's training part: its samples
+        # would be scored by a module that never saw their class
+        present = torch.zeros(int(labels.max()) + 1, num_folds, dtype=torch.bool)
+        present[labels, fold_ids] = True
+        lonely = torch.nonzero(present.sum(1) == 1).squeeze(1)
+        if len(lonely):
+            raise ValueError(
+                f"class {int(lonely[0])} is present in only one fold ({len(lonely)} such "
+                "class(es)); expected every class in at least two folds, so that the module "
+                "scoring a fold has seen each of its classes"
+            )
+    return fold_ids.long()
+
+
+def dataset_labels(dataset: torch.utils.data.Dataset) -> torch.Tensor:
+    """The (noisy) labels of a dataset as a LongTensor: ``targets`` if present, else read."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return torch.as_tensor(targets).long()
+    if isinstance(dataset, torch.utils.data.TensorDataset):
+        return dataset.tensors[1].long()
+    return torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+@torch.no_grad()
+def _feature_dim(trunk: torch.nn.Module, dataset: torch.utils.data.Dataset, device) -> int:
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        x = torch.as_tensor(dataset[0][0])[None].to(device)
+        f = trunk(x)
+    finally:
+        trunk.train(was_training)
+    if f.dim() != 2:
+        raise ValueError(
+            f"trunk output must be 2-D (batch, features), got shape {tuple(f.shape)}"
+        )
+    return int(f.shape[1])
 
 
 def confidence_trainer(
@@ -155,6 +383,7 @@ class HeldOutEarlyStopping:
         self.loss_fn: Callable = ConfidenceBCELoss(module.num_classes)
         self.best, self.best_state, self.bad_epochs = math.inf, None, 0
         self.history: list[float] = []
+        self.stopped_early = False
 
     @torch.no_grad()
     def held_out_loss(self) -> float:
@@ -180,8 +409,14 @@ class HeldOutEarlyStopping:
         self.bad_epochs += 1
         if self.bad_epochs >= self.patience:
             self.module.load_state_dict(self.best_state)
+            self.stopped_early = True
             return False
         return True
+
+    def restore_best(self) -> None:
+        """Load the best weights seen so far (for runs that reached the epoch cap)."""
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from noisy_pml.bench.cli import main
 
@@ -15,6 +16,8 @@ QUICK = [
     "symmetric:0.5",
     "--epochs",
     "1",
+    "--seeds",
+    "0",
     "--no-plots",
     "--quiet",
 ]
@@ -174,3 +177,165 @@ def test_finetune_protocol_end_to_end(tmp_path):
     recs = _lines(tmp_path / "results.jsonl")
     assert {(r["protocol"], r["cfg"]["backbone_lr"]) for r in recs} == {("finetune", 1e-3)}
     assert "finetune tiny_cnn" in (tmp_path / "results.md").read_text()
+
+
+ONE = ["bench", "--methods", "proxy_anchor", "--noise", "clean", "--epochs", "1", "--seeds", "0",
+       "--no-plots", "--quiet"]
+
+
+def test_torn_last_record_is_detected_and_every_finished_run_survives(tmp_path):
+    """Issue 13.1: a record cut mid-write must not swallow the next one."""
+    assert main([*ONE, "--seeds", "0", "1", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # seed 1 torn
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        assert main([*ONE, "--seeds", "0", "1", "2", "--out", str(tmp_path)]) == 0
+    recs = _lines(path)  # every line parses: nothing glued onto the torn one
+    assert sorted(r["seed"] for r in recs) == [0, 1, 2]
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert summary["proxy_anchor"]["clean"]["seeds"] == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--epochs", "-1"], "--epochs: expected an integer >= 0, got -1"),
+        (["--seeds", "x"], "--seeds: expected an integer, got 'x'"),
+        (["--image-size", "8"], "--image-size: expected an integer >= 32, got 8"),
+        (["--threads", "0"], "--threads: expected an integer >= 1, got 0"),
+    ],
+)
+def test_bad_numeric_flags_are_argparse_errors(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exc:
+        main([*ONE, *flags, "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("lr=abc", "lr must be int or float (like its default 0.0001), got 'abc'"),
+        ("epochs=-1", "epochs must be >= 0, got -1"),
+        ("epochs=1.5", "epochs must be int"),
+        ("lrr=1", "no method of this grid (proxy_anchor) has a hyperparameter 'lrr'"),
+    ],
+)
+def test_bad_set_values_are_clear_errors_before_anything_runs(tmp_path, capsys, item, message):
+    assert main([*ONE, "--set", item, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # no empty output folder left behind
+
+
+def test_set_changes_the_run(tmp_path):
+    """A library hyperparameter given with --set reaches the loss the run trains."""
+    assert main([*ONE, "--out", str(tmp_path / "a")]) == 0
+    assert main([*ONE, "--set", "alpha=4", "--out", str(tmp_path / "b")]) == 0
+    (a,), (b,) = _lines(tmp_path / "a" / "results.jsonl"), _lines(tmp_path / "b" / "results.jsonl")
+    assert b["cfg"]["alpha"] == 4 and a["cfg"]["alpha"] != 4
+    assert a["loss_per_epoch"] != b["loss_per_epoch"]
+    assert a["key"] != b["key"]
+
+
+def test_missing_data_root_names_it_and_suggests_no_nonexistent_flag(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    out = tmp_path / "o"
+    code = main(["bench", "--dataset", "cub", "--data-root", str(missing), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and str(missing) in err
+    assert "download" not in err
+    assert not out.exists()
+
+
+def test_list_shows_each_methods_effective_library_defaults(capsys):
+    import inspect
+
+    from noisy_pml.losses import SmoothProxyAnchorLoss
+
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    mu = inspect.signature(SmoothProxyAnchorLoss).parameters["smoothing_position"].default
+    assert f"smoothing_position={mu!r}" in out
+    assert "epochs=" in out and "curvature=" in out
+
+
+def _image_folder(root, classes=6, per_class=6):
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for k in range(classes):
+        d = root / f"class_{k:02d}"
+        d.mkdir(parents=True)
+        base = torch.rand(3, generator=g) * 255
+        for i in range(per_class):
+            pixel = (base + 30 * torch.rand(3, generator=g)).clamp(0, 255).round().int().tolist()
+            Image.new("RGB", (36, 30), tuple(pixel)).save(d / f"{i}.png")
+    return root
+
+
+FOLDER_ARGS = ["--backbone", "tiny_cnn", "--image-size", "32", "--aug-views", "1",
+               "--noise", "clean", "symmetric:0.5", "--epochs", "1", "--seeds", "0",
+               "--set", "m_per_class=2", "--no-plots", "--quiet"]
+
+
+def test_folder_dataset_runs_end_to_end(tmp_path, capsys):
+    images = _image_folder(tmp_path / "images")
+    args = ["bench", "--dataset", f"folder:{images}", "--methods", "proxy_anchor,ahsml_ms",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    recs = _lines(tmp_path / "o" / "results.jsonl")
+    assert {(r["method"], r["noise"]) for r in recs} == {
+        (m, n) for m in ("proxy_anchor", "ahsml_ms") for n in ("clean", "symmetric:0.5")
+    }
+    assert all(0 < r["metrics"]["R@1"] <= 1 for r in recs)
+    assert f"folder:{images}" in capsys.readouterr().out  # the table names the dataset
+
+
+def test_csv_dataset_runs_end_to_end(tmp_path):
+    images = _image_folder(tmp_path / "images", classes=4)
+    rows = ["path,label"] + [
+        f"{p.relative_to(images)},{p.parent.name}" for p in sorted(images.glob("*/*.png"))
+    ]
+    (images / "list.csv").write_text("\n".join(rows) + "\n")
+    args = ["bench", "--dataset", f"csv:{images / 'list.csv'}", "--methods", "proxy_anchor",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    assert len(_lines(tmp_path / "o" / "results.jsonl")) == 2
+
+
+def test_unreadable_image_in_a_folder_dataset_names_the_file(tmp_path, capsys):
+    images = _image_folder(tmp_path / "images", classes=2, per_class=3)
+    bad = images / "class_00" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:20])
+    args = ["bench", "--dataset", f"folder:{images}", "--methods", "proxy_anchor",
+            *FOLDER_ARGS, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "class_00/1.png" in capsys.readouterr().err
+
+
+def test_unknown_dataset_name_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", "--dataset", "imagenet", "--out", str(tmp_path / "o")]) == 2
+    assert "folder:PATH or csv:FILE, got 'imagenet'" in capsys.readouterr().err
+
+
+def test_epochs_for_the_grid_leave_the_untrained_floor_untrained(tmp_path):
+    args = ["bench", "--methods", "frozen_features,proxy_anchor", "--noise", "clean",
+            "--epochs", "1", "--no-plots", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    recs = {r["method"]: r for r in _lines(tmp_path / "results.jsonl")}
+    assert recs["frozen_features"]["loss_per_epoch"] == []
+    assert len(recs["proxy_anchor"]["loss_per_epoch"]) == 1
+
+
+def test_table_says_when_finished_runs_were_reused(tmp_path, capsys):
+    assert main([*ONE, "--out", str(tmp_path)]) == 0
+    assert "read back" not in (tmp_path / "results.md").read_text()
+    capsys.readouterr()
+    assert main([*ONE, "--out", str(tmp_path)]) == 0
+    note = "1 of 1 runs were finished earlier and read back"
+    assert note in capsys.readouterr().err  # printed even with --quiet
+    assert note in (tmp_path / "results.md").read_text()
+    assert "Hyperparameters: the defaults of noisy-pml" in (tmp_path / "results.md").read_text()

@@ -106,3 +106,46 @@ def test_augmented_views_are_reproducible(tmp_path):
         spec, paths, tmp_path / "b", model=_MeanColour(), progress=False, num_workers=0
     )
     assert torch.equal(torch.load(a)["features"], torch.load(b)["features"])
+
+
+def _tiny_cache(tmp_path):
+    paths = _images(tmp_path)
+    spec = _spec(backbone="tiny_cnn", image_size=32)
+    cache = tmp_path / "cache"
+    first, _ = load_views([spec], paths, cache, progress=False, num_workers=0)
+    return paths, spec, cache, first
+
+
+def test_truncated_cache_file_is_moved_aside_and_rebuilt_with_a_warning(tmp_path):
+    paths, spec, cache, first = _tiny_cache(tmp_path)
+    path = cache_path(spec, paths, cache)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        again, _ = load_views([spec], paths, cache, progress=False, num_workers=0)
+    assert torch.equal(again, first)
+    assert torch.load(path, weights_only=False)["features"].shape == (3, 16)  # rebuilt
+    assert len(list(cache.glob("*.corrupt-*"))) == 1  # the bad file kept for inspection
+
+
+def test_cache_file_with_altered_features_fails_its_checksum_and_is_rebuilt(tmp_path):
+    paths, spec, cache, first = _tiny_cache(tmp_path)
+    path = cache_path(spec, paths, cache)
+    blob = torch.load(path, weights_only=False)
+    blob["features"][0, 0] += 1
+    torch.save(blob, path)
+    with pytest.warns(RuntimeWarning, match="checksum"):
+        again, _ = load_views([spec], paths, cache, progress=False, num_workers=0)
+    assert torch.equal(again, first)
+
+
+def test_cache_file_written_without_checksum_is_still_used(tmp_path):
+    """Files written before checksums were stored stay valid (no re-extraction)."""
+    paths, spec, cache, first = _tiny_cache(tmp_path)
+    path = cache_path(spec, paths, cache)
+    blob = torch.load(path, weights_only=False)
+    del blob["sha1"]
+    blob["features"][0, 0] += 1  # a change only a checksum could reveal
+    torch.save(blob, path)
+    again, _ = load_views([spec], paths, cache, progress=False, num_workers=0)
+    assert not torch.equal(again, first)  # read as it is, not re-extracted

@@ -44,7 +44,7 @@ def test_unfrozen_batchnorm_statistics_move():
 
 @pytest.mark.parametrize("method", ["ahsml_ms", "smooth_proxy_anchor", "prism"])
 def test_two_view_and_two_phase_methods_finetune(method):
-    over = TINY + (("conf_max_epochs", 2),) if method == "smooth_proxy_anchor" else TINY
+    over = TINY + (("conf_epochs", 2),) if method == "smooth_proxy_anchor" else TINY
     data = prepare_data(SPEC)
     rec, _, trained = run_one_finetune(data, RunSpec(method, "symmetric:0.2", overrides=over))
     assert _finite(rec)

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from noisy_pml.bench import run as bench_run
 from noisy_pml.bench.run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
@@ -57,3 +58,37 @@ def test_same_noisy_labels_for_every_method_within_a_seed(tmp_path):
     c = bench_run.run_one(data, RunSpec("contrastive", "symmetric:0.5", 4, overrides=FAST))
     assert a["noisy_labels_sha1"] == b["noisy_labels_sha1"] != c["noisy_labels_sha1"]
     assert a["achieved_noise_rate"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_torn_last_line_is_moved_aside_before_appending(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "met')
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        aside = bench_run.repair_results(path)
+    assert path.read_text() == json.dumps({"key": "a"}) + "\n"
+    assert aside.read_text() == '{"key": "b", "met'
+    bench_run._append(path, {"key": "c"})
+    assert [r["key"] for r in read_results(path)] == ["a", "c"]
+
+
+def test_smooth_pa_phase1_is_the_library_estimate_confidences():
+    """The benchmark's phase 1 and noisy_pml.trainers.estimate_confidences give the same table
+    for the same seed and data."""
+    from torch import nn
+
+    from noisy_pml.bench.methods import FeatureDataset
+    from noisy_pml.trainers import estimate_confidences
+
+    data = prepare_data(DataSpec("digits", aug_views=0))
+    over = (("conf_epochs", 2), ("conf_folds", 2), ("epochs", 0))
+    run = RunSpec("smooth_proxy_anchor", "symmetric:0.5", 3, overrides=over)
+    cfg, noise, train, method, _, _ = bench_run.build_method(data, run, None)
+    library = estimate_confidences(
+        nn.Identity(),
+        FeatureDataset(data.train_views[:, 0], noise.noisy_labels),
+        data.num_classes,
+        seed=3,
+        epochs=2,
+        folds=2,
+    )
+    assert torch.equal(method.confidence_table, library)

@@ -8,7 +8,7 @@ from noisy_pml.datasets import CUB, Digits, get_dataset, list_datasets
 
 
 def test_names_and_digits():
-    assert list_datasets() == ["cars196", "cub", "digits"]
+    assert list_datasets() == ["cars196", "csv", "cub", "digits", "folder"]
     ds = get_dataset("digits", split="test", noise=None)
     assert isinstance(ds, Digits) and ds.split == "test"
 
@@ -26,3 +26,12 @@ def test_root_defaults_to_env_folder(data_root, monkeypatch):
     monkeypatch.setenv("NOISY_PML_DATA", str(data_root))
     ds = get_dataset("cub", split="test")
     assert isinstance(ds, CUB) and len(ds) == 5924
+
+
+def test_a_root_the_dataset_cannot_use_is_refused_not_dropped(tmp_path):
+    with pytest.raises(ValueError, match="digits is embedded and reads no folder"):
+        get_dataset("digits", root=tmp_path)
+    with pytest.raises(ValueError, match="folder:PATH or csv:FILE"):
+        get_dataset("my_images", root=tmp_path)
+    with pytest.raises(ValueError, match="give the folder after the colon"):
+        get_dataset("folder:")

@@ -61,8 +61,13 @@ def _assert_same(a, b, tol=1e-12):
 
 
 def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=MU, k=10.0, tau=MU,
-                   positive_set="confidence", weighted_negatives=True):
-    """The spec's formula, one proxy and one sample at a time."""
+                   positive_set="confidence", weighted_negatives=True, unselected="negative"):
+    """The spec's formula, one proxy and one sample at a time.
+
+    ``unselected``: a sample x whose own label y is not selected (c(x, y) < tau) is, for proxy
+    y, a weighted negative ("negative"), in neither sum ("ignore"), or a positive weighted by
+    S(c) ("positive").
+    """
     s = F.normalize(emb) @ F.normalize(proxies).T
     S = torch.sigmoid(k * (c - mu))
     n, m = s.shape
@@ -72,12 +77,17 @@ def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=MU, k=10.0
             pos = [x for x in range(n) if c[x, p] >= tau]
         else:
             pos = [x for x in range(n) if labels[x] == p]
+        dropped = []  # own-label pairs that are not selected
+        if positive_set == "confidence" and unselected != "negative":
+            dropped = [x for x in range(n) if labels[x] == p and c[x, p] < tau]
+        if unselected == "positive":
+            pos, dropped = pos + dropped, []
         if pos:
             inner = sum(S[x, p] * torch.exp(-alpha * (s[x, p] - delta)) for x in pos)
             pos_terms.append(torch.log(1 + inner))
         inner = 0.0
         for x in range(n):
-            if x not in pos:
+            if x not in pos and x not in dropped:
                 w = (1 - S[x, p]) if weighted_negatives else 1.0
                 inner = inner + w * torch.exp(alpha * (s[x, p] + delta))
         neg_sum = neg_sum + torch.log(1 + inner)
@@ -348,3 +358,87 @@ def test_empty_batch_gives_zero_like_pml_and_integer_embeddings_are_refused(dist
     loss.backward()
     with pytest.raises(TypeError, match="floating-point"):
         ours(torch.ones(B, D, dtype=torch.long), torch.randint(0, C, (B,)))
+
+
+@pytest.mark.parametrize("unselected", ["ignore", "positive", "negative"])
+@pytest.mark.parametrize("weighted_negatives", [True, False])
+def test_unselected_own_label_pairs_match_the_literal_formula(unselected, weighted_negatives,
+                                                              kernel_path):
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, unselected=unselected,
+                                 weighted_negatives=weighted_negatives).double()
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64) ** 2
+    c[torch.arange(B), labels] = torch.rand(B, dtype=torch.float64)  # about half unselected
+    assert 0 < (c[torch.arange(B), labels] < MU).sum() < B
+    expected = reference_loss(emb, labels, ours.proxies, c, unselected=unselected,
+                              weighted_negatives=weighted_negatives)
+    want = (expected, *torch.autograd.grad(expected, [emb, ours.proxies]))
+    _assert_same(want, _grads(ours, emb, labels, confidences=c), tol=1e-10)
+
+
+def test_ignore_removes_exactly_the_unselected_samples_own_proxy_terms():
+    # sample 0's own label is unselected and it is selected for no class: under "ignore" its
+    # own proxy's terms do not involve it (that proxy's gradient ignores where sample 0 lies);
+    # under "negative" they do
+    emb, labels = _batch()
+    c = torch.rand(B, C, dtype=torch.float64) * 0.4  # below tau = MU everywhere
+    c[torch.arange(1, B), labels[1:]] = 0.9  # every other sample's own label is selected
+    y0 = int(labels[0])
+    moved = emb.detach().clone()
+    moved[0] = torch.randn(D, dtype=torch.float64)
+    for unselected, independent in (("ignore", True), ("negative", False)):
+        ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, unselected=unselected).double()
+        g = [torch.autograd.grad(ours(e, labels, confidences=c), ours.proxies)[0][y0]
+             for e in (emb, moved)]
+        assert torch.allclose(g[0], g[1], rtol=1e-12, atol=1e-15) == independent, unselected
+
+
+def test_unselected_option_keeps_pml_equality_at_one_hot_confidences():
+    for unselected in ("ignore", "positive"):
+        pml, ours = _pair(smoothing_sharpness=1e4, unselected=unselected)
+        emb, labels = _batch()
+        c = F.one_hot(labels, C).double()
+        _assert_same(_grads(pml, emb, labels), _grads(ours, emb, labels, confidences=c))
+
+
+def test_unselected_share_is_recorded():
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, unselected="ignore",
+                                 collect_stats=True).double()
+    emb, labels = _batch()
+    c = torch.zeros(B, C, dtype=torch.float64)
+    c[torch.arange(B), labels] = 1.0
+    c[: B // 4, :][torch.arange(B // 4), labels[: B // 4]] = 0.2
+    ours(emb, labels, confidences=c)
+    assert ours.unselected_share == pytest.approx((B // 4) / B)
+    assert ours.relabelled_share == pytest.approx((B // 4) / B)
+
+
+def test_set_batch_info_feeds_the_next_forward_only():
+    c = torch.rand(B, C, dtype=torch.float64)
+    ours = SmoothProxyAnchorLoss(C, D).double()
+    emb, labels = _batch()
+    ours.set_batch_info(confidences=c)
+    with_info = ours(emb, labels)
+    torch.testing.assert_close(with_info, ours(emb, labels, confidences=c))
+    assert not torch.allclose(ours(emb, labels), with_info)  # consumed: plain Proxy-Anchor
+
+
+def test_set_batch_info_indices_go_through_a_confidence_table():
+    from noisy_pml.trainers import ConfidenceTable
+
+    table_values = torch.rand(50, C, dtype=torch.float64)
+    ours = SmoothProxyAnchorLoss(C, D, confidence_source=ConfidenceTable(table_values)).double()
+    emb, labels = _batch()
+    idx = torch.randperm(50)[:B]
+    ours.set_batch_info(indices=idx, instance_ids=idx)
+    torch.testing.assert_close(ours(emb, labels), ours(emb, labels, confidences=table_values[idx]))
+
+
+def test_set_batch_info_indices_without_a_source_raise():
+    with pytest.raises(ValueError, match="confidence_source"):
+        SmoothProxyAnchorLoss(C, D).set_batch_info(indices=torch.arange(B))
+
+
+def test_bad_unselected_option_raises():
+    with pytest.raises(ValueError, match="unselected must be one of"):
+        SmoothProxyAnchorLoss(C, D, unselected="drop")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -15,15 +16,18 @@ from noisy_pml.models import ConfidenceModule
 from noisy_pml.trainers import (
     ConfidenceTable,
     IndexedDataset,
+    assign_folds,
     compute_confidences,
     confidence_trainer,
     embedding_trainer,
+    estimate_confidences,
     split_held_out,
 )
 from noisy_pml.utils.noise_diagnostics import label_noise_scores, noise_detection_metrics
 
 logging.getLogger("PML").setLevel(logging.WARNING)
 QUIET = {"dataloader_num_workers": 0, "data_device": torch.device("cpu")}
+QUIET_KW = {"dataloader_num_workers": 0}
 
 
 def _precision_at_1(trunk, embedder, dataset):
@@ -76,6 +80,18 @@ def test_table_hands_the_batch_confidences_to_the_loss():
     torch.testing.assert_close(table(), c[[7, 2]])
 
 
+def test_table_takes_indices_through_set_batch_info_or_the_call():
+    c = torch.rand(10, 3)
+    table = ConfidenceTable(c)
+    table.set_batch_info(indices=torch.tensor([4, 1]), instance_ids=torch.tensor([0, 0]))
+    torch.testing.assert_close(table(), c[[4, 1]])
+    torch.testing.assert_close(table(torch.tensor([9])), c[[9]])
+    with pytest.raises(ValueError, match="batch indices must lie in 0..9"):
+        table.set_batch_info(indices=torch.tensor([10]))
+    with pytest.raises(ValueError, match="NaN"):
+        ConfidenceTable(torch.full((2, 2), math.nan))
+
+
 def test_indexed_dataset_yields_indices_and_forwards_targets():
     ds = IndexedDataset(Digits("train"))
     x, y, i = ds[5]
@@ -92,3 +108,125 @@ def test_table_errors_are_clear():
     with pytest.raises(ValueError, match="rows"):
         embedding_trainer(torch.nn.Flatten(), torch.nn.Linear(64, 4), SmoothProxyAnchorLoss(5, 4),
                           Digits("train"), ConfidenceTable(torch.rand(3, 5)), batch_size=8)
+
+
+# --- estimate_confidences: out-of-fold (cross-fitted) phase 1 --------------------------------
+
+QUICK = {"epochs": 3, "batch_size": 16, "hidden_size": 8, "device": "cpu"}
+
+
+def _blobs(per_class=(12, 12, 12), seed=0):
+    """Gaussian blobs, one per class; the last feature column is the sample index."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(per_class)])
+    centres = 3 * torch.randn(len(per_class), 4, generator=g)
+    x = centres[labels] + torch.randn(len(labels), 4, generator=g)
+    x = torch.cat([x, torch.arange(len(labels), dtype=torch.float32)[:, None]], 1)
+    return torch.utils.data.TensorDataset(x, labels)
+
+
+class _RecordingModule(ConfidenceModule):
+    """Confidence module that drops the index column and records which samples it saw."""
+
+    instances: list = []
+
+    def __init__(self, in_features, num_classes, hidden=512, dropout=0.5):
+        super().__init__(in_features - 1, num_classes, hidden, dropout)
+        self.trained_on, self.evaluated = set(), set()
+        _RecordingModule.instances.append(self)
+
+    def forward(self, features):
+        ids = features[:, -1].long().tolist()
+        (self.trained_on if self.training else self.evaluated).update(ids)
+        return super().forward(features[:, :-1])
+
+
+def test_out_of_fold_scoring_never_scores_a_training_sample(monkeypatch):
+    import noisy_pml.trainers.two_phase as two_phase
+
+    _RecordingModule.instances = []
+    monkeypatch.setattr(two_phase, "ConfidenceModule", _RecordingModule)
+    data = _blobs()
+    conf = estimate_confidences(torch.nn.Identity(), data, 3, folds=3, **QUICK, **QUIET_KW)
+    modules = _RecordingModule.instances
+    assert len(modules) == 3 and conf.shape == (36, 3)
+    scored_by = {}
+    for m in modules:
+        assert m.trained_on, "each module trains"
+        assert not (m.trained_on & m.evaluated), "a module evaluated a sample it trained on"
+        for i in m.evaluated:
+            scored_by.setdefault(i, []).append(m)
+    # every sample is evaluated (held-out early stopping or scoring) by a module that never
+    # trained on it, and each sample is trained on by exactly K - 1 = 2 modules at most
+    assert sorted(scored_by) == list(range(36))
+    counts = torch.zeros(36)
+    for m in modules:
+        counts[list(m.trained_on)] += 1
+    assert counts.max() <= 2
+
+
+def test_single_fold_equals_the_held_out_slice_path():
+    data = _blobs()
+    conf = estimate_confidences(torch.nn.Identity(), data, 3, folds=1, seed=4, **QUICK,
+                                **QUIET_KW)
+    # today's path by hand: one module, split_held_out, confidence_trainer, best weights
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(4000)
+        module = ConfidenceModule(5, 3, hidden=8)
+        fit, held = split_held_out(data, 0.1, seed=4000)
+        trainer = confidence_trainer(torch.nn.Identity(), module, fit, batch_size=16,
+                                     held_out=held, **QUIET)
+        trainer.train(num_epochs=3)
+        trainer.end_of_epoch_hook.restore_best()
+        expected = compute_confidences(torch.nn.Identity(), module, data)
+    torch.testing.assert_close(conf, expected)
+
+
+def test_estimate_confidences_is_deterministic_for_a_seed_and_keeps_the_global_rng():
+    data = _blobs()
+    state = torch.get_rng_state()
+    a = estimate_confidences(torch.nn.Identity(), data, 3, folds=3, seed=1, **QUICK, **QUIET_KW)
+    assert torch.equal(state, torch.get_rng_state())
+    b = estimate_confidences(torch.nn.Identity(), data, 3, folds=3, seed=1, **QUICK, **QUIET_KW)
+    c = estimate_confidences(torch.nn.Identity(), data, 3, folds=3, seed=2, **QUICK, **QUIET_KW)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_folds_are_stratified_by_label():
+    labels = torch.tensor([0] * 10 + [1] * 7 + [2] * 5)
+    fold_ids = assign_folds(labels, 5, seed=0)
+    for c in range(3):
+        per_fold = torch.bincount(fold_ids[labels == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1
+    sizes = torch.bincount(fold_ids, minlength=5)
+    assert sizes.max() - sizes.min() <= 1
+
+
+def test_out_of_fold_confidences_flag_noise_better_than_chance():
+    train = Digits("train", noise="symmetric:0.3")
+    conf = estimate_confidences(torch.nn.Flatten(), train, 5, folds=3, epochs=10, lr=1e-2,
+                                hidden_size=64, device="cpu", **QUIET_KW)
+    scores = label_noise_scores(conf, train.targets)
+    assert noise_detection_metrics(scores, train.noise_mask)["auroc"] > 0.9
+
+
+def test_estimate_confidences_errors_are_clear():
+    small = _blobs(per_class=(12, 12, 2))
+    with pytest.raises(ValueError, match="class 2 has 2 sample.*fewer than folds=3"):
+        estimate_confidences(torch.nn.Identity(), small, 3, folds=3, **QUICK, **QUIET_KW)
+    data = _blobs()
+    with pytest.raises(ValueError, match=r"dataset labels must lie in 0\.\.1"):
+        estimate_confidences(torch.nn.Identity(), data, 2, folds=3, **QUICK, **QUIET_KW)
+    with pytest.raises(ValueError, match="folds must be an int >= 1"):
+        estimate_confidences(torch.nn.Identity(), data, 3, folds=0, **QUICK, **QUIET_KW)
+    one_fold_class = torch.arange(36) % 2
+    one_fold_class[24:] = 1  # class 2 (samples 24..35) only in fold 1
+    with pytest.raises(ValueError, match="class 2 is present in only one fold"):
+        estimate_confidences(torch.nn.Identity(), data, 3, folds=one_fold_class, **QUICK,
+                             **QUIET_KW)
+    x, y = data.tensors
+    nan = torch.utils.data.TensorDataset(x.clone().index_fill_(0, torch.tensor([3]), math.nan), y)
+    with pytest.raises(ValueError, match="NaN or infinite confidence"):
+        estimate_confidences(torch.nn.Identity(), nan, 3, folds=3, held_out_fraction=0.0,
+                             **QUICK, **QUIET_KW)

@@ -1,0 +1,233 @@
+"""The data layer: which data a run trains on (`DataSpec`), dataset roots, the frozen
+protocol's cached features and the validation classes carved from the training classes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils.feature_cache import ViewSpec, load_views
+from .registry import check_protocol
+
+__all__ = [
+    "BenchData",
+    "DataSpec",
+    "carve_validation",
+    "prepare_features",
+    "resolve_device",
+    "resolve_root",
+]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which features a run trains on (everything that changes the cached features)."""
+
+    dataset: str = "digits"
+    backbone: str = "efficientnet_lite0"
+    image_size: int = 224
+    aug_views: int = 4
+    protocol: str = "frozen"
+    smoke: bool = False
+    aug_image_size: int | None = None  # size of the augmented views (default: image_size)
+
+    def __post_init__(self) -> None:
+        check_protocol(self.protocol)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What identifies the data of a run (part of `run_key`). The finetune protocol
+        draws fresh augmentations on the fly, so the cached-view settings are left out."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        if self.protocol == "finetune":
+            out.pop("aug_views")
+            out.pop("aug_image_size")
+        return out
+
+
+@dataclass
+class BenchData:
+    """Training views and labels (clean), evaluation features and labels, for one mode."""
+
+    train_views: torch.Tensor
+    train_labels: torch.Tensor
+    num_classes: int
+    eval_feats: torch.Tensor
+    eval_labels: torch.Tensor
+    feature_seconds: float
+    description: str = ""
+    protocol: str = "frozen"
+
+
+_DATA_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]] = {}
+
+
+def resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | None:
+    from ..datasets.registry import parse_dataset_name
+
+    if parse_dataset_name(dataset)[0] in ("digits", "folder", "csv"):
+        return None  # embedded, or the path is part of the name
+    if data_root is None:
+        env = os.environ.get("NOISY_PML_DATA")
+        if not env:
+            raise ValueError(
+                f"--dataset {dataset} needs --data-root DIR (the folder holding {dataset}/, or "
+                "the dataset folder itself) or the NOISY_PML_DATA environment variable"
+            )
+        data_root = env
+    root = Path(data_root)
+    if not root.is_dir():
+        raise ValueError(
+            f"--data-root {root}: no such folder (expected the folder holding {dataset}/, or "
+            "the dataset folder itself; see docs/guide/benchmark.md for the layouts)"
+        )
+    return str(root / dataset) if (root / dataset).is_dir() else str(root)
+
+
+def _digits_views(x: torch.Tensor, n_views: int, seed: int = 0) -> torch.Tensor:
+    """Augmented views of 8x8 digits: a random shift of up to 1 pixel plus pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    imgs = x.view(-1, 8, 8)
+    views = [x]
+    for _ in range(n_views):
+        dy, dx = torch.randint(-1, 2, (2, len(x)), generator=g)
+        shifted = torch.stack(
+            [
+                torch.roll(im, (int(a), int(b)), dims=(0, 1))
+                for im, a, b in zip(imgs, dy, dx, strict=True)
+            ]
+        )
+        noise = 0.05 * torch.randn(shifted.shape, generator=g)
+        views.append((shifted + noise).clamp(0, 1).reshape(len(x), 64))
+    return torch.stack(views, dim=1)
+
+
+def _smoke_subset(ds, n_classes: int) -> list[int]:
+    return [i for i, y in enumerate(ds.clean_targets.tolist()) if y < n_classes]
+
+
+def _load_split_features(
+    spec: DataSpec,
+    data_root: str | None,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+    device: str | torch.device = "auto",
+):
+    """(train views (N,V,D), train labels, test features (M,D), test labels, extraction seconds)."""
+    key = (spec, data_root, str(cache_dir))
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    from ..datasets import get_dataset
+
+    if spec.dataset == "digits":
+        train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
+        tr = torch.from_numpy(train.data)
+        out = (
+            _digits_views(tr, spec.aug_views),
+            train.clean_targets.long(),
+            torch.from_numpy(test.data),
+            test.clean_targets.long(),
+            0.0,
+        )
+        _DATA_CACHE[key] = out
+        return out
+    train = get_dataset(spec.dataset, data_root, split="train")
+    test = get_dataset(spec.dataset, data_root, split="test")
+    tr_rows = list(range(len(train.img_paths)))
+    te_rows = list(range(len(test.img_paths)))
+    if spec.smoke:
+        tr_rows, te_rows = _smoke_subset(train, 5), _smoke_subset(test, 5)
+    tr_paths = [train.img_paths[i] for i in tr_rows]
+    te_paths = [test.img_paths[i] for i in te_rows]
+    all_paths = tr_paths + te_paths
+    split_all = "train+test" if not spec.smoke else "smoke"
+    common = dict(
+        backbone=spec.backbone, image_size=spec.image_size, dataset=spec.dataset, split=split_all
+    )
+    dev = resolve_device(device)
+    centre, sec_c = load_views(
+        [ViewSpec(**common)], all_paths, cache_dir, progress=progress, device=dev
+    )
+    aug_common = {**common, "split": "train" if not spec.smoke else "smoke-train"}
+    aug_common["image_size"] = spec.aug_image_size or spec.image_size
+    aug_specs = [ViewSpec(**aug_common, recipe="aug", view=v) for v in range(spec.aug_views)]
+    if aug_specs:
+        aug, sec_a = load_views(aug_specs, tr_paths, cache_dir, progress=progress, device=dev)
+    else:
+        aug, sec_a = centre[: len(tr_paths), :0], 0.0
+    views = torch.cat([centre[: len(tr_paths)], aug], dim=1)
+    out = (
+        views,
+        train.clean_targets[tr_rows].long(),
+        centre[len(tr_paths) :, 0],
+        test.clean_targets[te_rows].long(),
+        sec_c + sec_a,
+    )
+    _DATA_CACHE[key] = out
+    return out
+
+
+def carve_validation(labels: torch.Tensor, val_classes: int):
+    """Fixed, seeded choice of validation classes among the training classes.
+
+    Returns ``(is_val mask, remap of the kept classes to 0..C'-1, C', description)``.
+    """
+    c = int(labels.max()) + 1
+    n_val = min(val_classes, max(1, c // 5)) if c < 5 * val_classes else val_classes
+    perm = torch.randperm(c, generator=torch.Generator().manual_seed(12345))
+    is_val = torch.isin(labels, perm[:n_val])
+    remap = torch.full((c,), -1, dtype=torch.long)
+    keep_classes = perm[n_val:].sort().values
+    remap[keep_classes] = torch.arange(len(keep_classes))
+    desc = f"{n_val} validation classes carved from the training classes"
+    return is_val, remap, len(keep_classes), desc
+
+
+def prepare_features(
+    spec: DataSpec,
+    mode: str,
+    root: str | None,
+    cache_dir: str | os.PathLike | None = None,
+    val_classes: int = 20,
+    progress: bool = True,
+    device: str | torch.device = "auto",
+) -> BenchData:
+    """The frozen protocol's data: cached backbone features of ``spec`` for one mode.
+
+    ``mode="test"``: train on every training class, evaluate on the test classes.
+    ``mode="val"``: carve ``val_classes`` of the training classes (a fixed, seeded choice),
+    train on the others and evaluate on the carved ones.
+    """
+    views, labels, test_x, test_y, seconds = _load_split_features(
+        spec, root, cache_dir, progress, device
+    )
+    c = int(labels.max()) + 1
+    if mode == "test":
+        return BenchData(views, labels, c, test_x, test_y, seconds, "test classes")
+    is_val, remap, n_keep, desc = carve_validation(labels, val_classes)
+    return BenchData(
+        views[~is_val],
+        remap[labels[~is_val]],
+        n_keep,
+        views[is_val, 0],
+        labels[is_val],
+        seconds,
+        desc,
+    )
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (or None): CUDA when present, else the CPU; ``"cpu"`` / ``"cuda"`` as named.
+
+    Raises:
+        ValueError: ``"cuda"`` asked for where no CUDA device is available.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available here; use auto or cpu")
+    return dev

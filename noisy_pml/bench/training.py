@@ -1,0 +1,174 @@
+"""The training layer: one run's noisy labels and method (`build_method`), the one training
+loop shared by the frozen and the finetune protocol (`fit`), class-balanced batches and
+the run's record (`make_record`).
+
+A protocol supplies the epoch's batches in the datasets' one format, ``(x, label, index)`` or
+``(view_1, view_2, label, index)`` (labels: the noisy training labels), and an ``encode``
+function (identity on cached features; the backbone when fine-tuning). Per-sample information
+reaches the method's components through `noisy_pml.trainers.batch_getter`, exactly as it
+does inside PML's trainers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..noise import NoiseRecipe, apply_noise
+from ..trainers.batch_getter import batch_getter
+from .data import resolve_device
+from .methods import TrainSet
+from .registry import get_method
+
+__all__ = [
+    "RunSpec",
+    "balanced_sampler",
+    "build_method",
+    "fit",
+    "make_optimizer",
+    "make_record",
+    "resolve_device",
+]
+
+
+def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups (each group carries its own lr)."""
+    return torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def fit(
+    method: torch.nn.Module,
+    groups: list[dict[str, Any]],
+    cfg: dict[str, Any],
+    epoch_batches: Callable[[], Iterable[tuple]],
+    two_view: bool,
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    on_epoch_start: Callable[[], None] | None = None,
+    clip: float = 10.0,
+) -> tuple[list[float], list[float]]:
+    """Train ``method`` for ``cfg["epochs"]`` epochs; return (mean loss, seconds) per epoch.
+
+    Args:
+        method: a benchmark method (``compute_loss(x, labels, index)``, ``receivers()``).
+        groups: optimiser parameter groups (AdamW, `make_optimizer`).
+        cfg: the run's resolved configuration (``epochs``, ``lr``, ``weight_decay``).
+        epoch_batches: called once per epoch, yields that epoch's batches.
+        two_view: batches are ``(view_1, view_2, label, index)``; the views are encoded as one
+            ``[view_1; view_2]`` batch with labels doubled (``batch_getter`` layout "concat").
+        encode: maps the batch's data to the method's input (default: identity).
+        on_epoch_start: e.g. putting modules in train mode.
+        clip: gradient value clipping.
+    """
+    losses: list[float] = []
+    seconds: list[float] = []
+    if not groups or cfg["epochs"] <= 0:
+        return losses, seconds
+    opt = make_optimizer(groups, cfg)
+    params = [p for grp in groups for p in grp["params"]]
+    getter = batch_getter(*method.receivers(), layout="concat" if two_view else "single")
+    for _ in range(cfg["epochs"]):
+        t0 = time.perf_counter()
+        if on_epoch_start is not None:
+            on_epoch_start()
+        total, steps = 0.0, 0
+        for batch in epoch_batches():
+            data, labels = getter(batch)
+            x = encode(data) if encode is not None else data
+            loss = method.compute_loss(x, labels, batch[-1])
+            opt.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+                torch.nn.utils.clip_grad_value_(params, clip)
+                opt.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        losses.append(total / max(steps, 1))
+        seconds.append(round(time.perf_counter() - t0, 2))
+    return losses, seconds
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    noise: str = "clean"
+    seed: int = 0
+    mode: str = "test"  # "test": train on all training classes; "val": carved validation classes
+    overrides: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    label: str | None = None  # name in tables (ablation variants); default: the method
+
+    @property
+    def name(self) -> str:
+        return self.label or self.method
+
+    def overrides_dict(self) -> dict[str, Any]:
+        return dict(self.overrides)
+
+
+def balanced_sampler(labels: torch.Tensor, cfg: dict[str, Any], g: torch.Generator):
+    """The run's `ClassBalancedBatchSampler` (cfg's batch size and
+    ``m_per_class``), drawing from ``g``."""
+    from ..datasets.sampler import ClassBalancedBatchSampler
+
+    return ClassBalancedBatchSampler(labels, cfg["batch_size"], cfg["m_per_class"], generator=g)
+
+
+def _auroc_curve(scores: torch.Tensor, noisy: torch.Tensor, points: int = 51):
+    """AUROC of ``1 - score`` detecting noisy samples, and a downsampled ROC curve."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    if noisy.all() or not noisy.any():
+        return None
+    y, s = noisy.numpy().astype(int), (-scores).numpy()
+    fpr, tpr, _ = roc_curve(y, s)
+    grid = torch.linspace(0, 1, points)
+    tpr_i = torch.from_numpy(__import__("numpy").interp(grid.numpy(), fpr, tpr))
+    return {"auroc": float(roc_auc_score(y, s)), "fpr": grid.tolist(), "tpr": tpr_i.tolist()}
+
+
+def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "frozen"):
+    """Shared by both protocols: noisy labels of ``run``, the method (head + loss + miner) built
+    on ``data.train_views`` and its optional first phase (Smooth PA's confidence module).
+
+    Returns ``(cfg, noise result, TrainSet, method, views per sample k, seconds)``;
+    ``seconds`` is the wall time after the noise injection (method building + first phase).
+    """
+    spec = get_method(run.method)
+    cfg = spec.config(run.overrides_dict(), protocol=protocol) if cfg is None else cfg
+    torch.manual_seed(run.seed)
+    feats0 = data.train_views[:, 0]
+    noise = apply_noise(
+        data.train_labels, run.noise, seed=run.seed, features=feats0, num_classes=data.num_classes
+    )
+    train = TrainSet(
+        data.train_views, noise.noisy_labels, data.train_labels, noise.noise_mask, data.num_classes
+    )
+    t0 = time.perf_counter()
+    method = spec.load()(train, cfg, spec)
+    method.prepare(train, run.seed)
+    k = 2 if getattr(method, "two_view", spec.two_view) else 1
+    return cfg, noise, train, method, k, time.perf_counter() - t0
+
+
+def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> dict[str, Any]:
+    """The JSONL record of one run (both protocols)."""
+    scores = method.sample_scores(train)
+    detection = None
+    if scores is not None:
+        detection = _auroc_curve(scores.detach().float().cpu(), noise.noise_mask.cpu())
+    return {
+        "method": run.name,
+        "base_method": run.method,
+        "noise": str(NoiseRecipe.parse(run.noise)),
+        "seed": run.seed,
+        "mode": run.mode,
+        "cfg": cfg,
+        "metrics": metrics,
+        "achieved_noise_rate": float(noise.rate),
+        "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
+        **extra,
+        "detection": detection,
+    }
