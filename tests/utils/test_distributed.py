@@ -434,6 +434,7 @@ def test_batch_info_reaches_set_batch_info_or_forward():
     assert deliver(_ForwardOnly(), BatchInfo(idx)) == {"indices": idx}  # forward(indices=)
     with pytest.raises(ValueError, match="_ForwardOnly takes no per-sample instance_ids"):
         deliver(_ForwardOnly(), BatchInfo(idx, ids))
-    with pytest.raises(ValueError, match="SmoothProxyAnchorLoss takes no per-sample indices"):
+    # indices without a table to look them up in: the loss itself refuses them
+    with pytest.raises(ValueError, match="needs confidence_source"):
         _wrapped_call(DistributedLossWrapper(SmoothProxyAnchorLoss(C, D)), torch.randn(4, D),
                       torch.arange(4), indices=idx)

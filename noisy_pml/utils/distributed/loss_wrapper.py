@@ -145,14 +145,14 @@ class DistributedLossWrapper(pml_dist.DistributedLossWrapper):
 
     def _look_up(self, info: BatchInfo, rows: int) -> BatchInfo:
         """With ``confidence_table``: the rows of the batch's indices (one per row) as
-        confidences; the indices then reach the loss only if it takes them."""
+        confidences, which replace the indices (the loss needs no table of its own)."""
         if self.confidence_table is None:
             return info
         idx = torch.as_tensor(info.indices).long()
         if len(idx) != rows:  # one index per image: the same images in every view block
             idx = idx.repeat(self.views)
         table = self.confidence_table.to(idx.device)
-        return BatchInfo(info.indices, info.instance_ids, table[idx])
+        return BatchInfo(None, info.instance_ids, table[idx])
 
     def _global_indices(self, indices_tuple, table, global_labels, num_rows):
         """Global rows for ``indices_tuple`` (see the class docstring), or ValueError."""
