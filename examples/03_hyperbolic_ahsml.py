@@ -173,7 +173,7 @@ print(f"train views {tuple(data['train_views'].shape)} (image, view, feature), "
 # `noisy_pml.datasets.TwoViewDataset` on images (weak and strong augmentation), here drawing two
 # different cached views of each image. On CUB these are the centre crop and a random resized
 # crop with flip (scale 0.2-1) from the benchmark's feature cache; on digits, shifted copies.
-# `two_view_batch_getter` turns a batch into what `MetricLossOnly` expects (`[view_1; view_2]`,
+# `batch_getter` turns a batch into what `MetricLossOnly` expects (`[view_1; view_2]`,
 # labels doubled) and hands the dataset indices to the loss, which keeps its memory bank of
 # per-sample embeddings with them.
 
@@ -227,8 +227,9 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.trainers import MetricLossOnly
 
 from noisy_pml.distances import PoincareSimilarity
-from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss, two_view_batch_getter
+from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss
 from noisy_pml.models import PoincareHead
+from noisy_pml.trainers import batch_getter
 
 EMB, BATCH, EPOCHS = 128, 64, (4 if QUICK else 8)
 
@@ -238,7 +239,7 @@ def train_ahsml(make_loss, seed=0):
     head = PoincareHead(D, EMB, c=1.0, mode="normalize")
     loss = make_loss()
     is_ahsml = hasattr(loss, "set_batch_info")
-    getter = two_view_batch_getter(*([loss] if is_ahsml else []), layout="concat")
+    getter = batch_getter(*([loss] if is_ahsml else []), layout="concat")
     MetricLossOnly(
         models={"trunk": trunk, "embedder": head},
         optimizers={"embedder_optimizer":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from pytorch_metric_learning.losses import (
     BaseMetricLossFunction,
@@ -211,39 +209,3 @@ class _Precomputed(torch.nn.Module):
 
     def largest_dist(self, *args, **kwargs):
         return self.base.largest_dist(*args, **kwargs)
-
-
-def two_view_batch_getter(*receivers, layout: str = "two_stream") -> Callable:
-    """A ``data_and_label_getter`` for PML trainers over ``TwoViewDataset`` batches.
-
-    Batches of ``(weak_view, strong_view, label, index)`` items are turned into what the trainer
-    expects, and the dataset indices are handed to every receiver (an AHSML loss or miner) through
-    ``receiver.set_batch_info(sample_indices=index)`` before the trainer calls it.
-
-    Args:
-        *receivers: objects with ``set_batch_info`` (``MultiSimilarityStarLoss``,
-            ``AdaptiveThresholdLoss``, ``NoiseAwarePairMiner``).
-        layout: ``"two_stream"`` returns ``(weak, strong, labels)`` for ``TwoStreamMetricLoss``
-            (the loss then receives ``[weak; strong]`` with labels doubled); ``"concat"`` returns
-            ``(cat([weak, strong]), cat([labels, labels]))`` for ``MetricLossOnly``.
-
-    Without a miner, ``TwoStreamMetricLoss`` hands the loss its cross-view triplets (view-1
-    anchors, view-2 partners), which then restrict the pairs; ``MetricLossOnly`` with
-    ``layout="concat"`` (or a miner) uses every pair of the 2B rows.
-    """
-    if layout not in ("two_stream", "concat"):
-        raise ValueError(f"layout must be 'two_stream' or 'concat', got {layout!r}")
-
-    def getter(batch):
-        if len(batch) != 4:
-            raise ValueError(
-                f"expected (weak_view, strong_view, label, index) batches, got {len(batch)} fields"
-            )
-        weak, strong, labels, index = batch
-        for r in receivers:
-            r.set_batch_info(sample_indices=index)
-        if layout == "two_stream":
-            return weak, strong, labels
-        return torch.cat([weak, strong]), torch.cat([labels, labels])
-
-    return getter

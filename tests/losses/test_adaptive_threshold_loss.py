@@ -17,9 +17,10 @@ from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 
 from noisy_pml.distances import PoincareDistance, PoincareSimilarity
-from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss, two_view_batch_getter
+from noisy_pml.losses import AdaptiveThresholdLoss, MultiSimilarityStarLoss
 from noisy_pml.miners import NoiseAwarePairMiner
 from noisy_pml.models import PoincareHead
+from noisy_pml.trainers import batch_getter
 from noisy_pml.utils import hyperbolic as hyp
 from noisy_pml.utils.ahsml import AdaptiveThresholds
 
@@ -169,7 +170,7 @@ def run_trainer(trainer_cls, loss, layout, miner=None):
         loss_funcs={"metric_loss": loss},
         mining_funcs={} if miner is None else {"tuple_miner": miner},
         dataset=data,
-        data_and_label_getter=two_view_batch_getter(*receivers, layout=layout),
+        data_and_label_getter=batch_getter(*receivers, layout=layout),
         dataloader_num_workers=0,
         set_min_label_to_zero=False,
     )

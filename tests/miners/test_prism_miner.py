@@ -69,7 +69,7 @@ def test_set_batch_info_route_for_pml_trainers(route):
     miner = PRISMMiner(num_samples=len(x), num_classes=3)
     if route == "set_batch_info":
         miner.set_batch_info(indices=torch.arange(len(x)))
-    elif route == "sample_indices":  # deprecated keyword, as two_view_batch_getter passes it
+    elif route == "sample_indices":  # deprecated keyword, kept working
         miner.set_batch_info(sample_indices=torch.arange(len(x)))
     else:  # deprecated alias
         miner.set_batch_indices(torch.arange(len(x)))
