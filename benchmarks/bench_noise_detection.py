@@ -113,6 +113,9 @@ def score_metrics(score: torch.Tensor, mask: torch.Tensor) -> dict:
     n = int(mask.sum())
     top = torch.topk(torch.as_tensor(score).double(), n).indices
     out["p_at_rate"] = float(mask[top].float().mean())
+    order = torch.argsort(torch.as_tensor(score).double(), descending=True, stable=True)
+    for k in (10, 50, 100):
+        out[f"p_at_{k}"] = float(mask[order[:k]].float().mean())
     return out
 
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="inject seeded label noise first, e.g. symmetric:0.2 (to try the tool)")
     ap.add_argument("--noise-seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True, help="output folder")
+    ap.add_argument("--features", type=Path, default=None,
+                    help="(N, D) features in dataset order, .pt (a tensor) or .npy, instead of "
+                         "computing them")
     ap.add_argument("--top", type=int, default=None, help="rows in suspects.csv (default: all)")
     ap.add_argument("--sheet", type=int, default=36, help="suspects in the contact sheet")
     ap.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="K of the cross-fitting")
@@ -70,6 +73,17 @@ def load_dataset(name: str, data_root=None, split=None, noise=None, noise_seed: 
         raise
 
 
+def _load_features(path: Path) -> torch.Tensor:
+    if path.suffix == ".npy":
+        import numpy as np
+
+        return torch.from_numpy(np.load(path))
+    x = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"--features {path}: expected a saved tensor (N, D), got {type(x)}")
+    return x
+
+
 def precision_at_k(ranked_indices, noise_mask: torch.Tensor, ks) -> dict[str, float]:
     out = {}
     for k in ks:
@@ -86,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset = load_dataset(args.dataset, args.data_root, args.split, args.noise,
                                args.noise_seed)
-        print(f"diagnosing {dataset!r}" if hasattr(dataset, "__repr__") else args.dataset,
-              file=sys.stderr)
+        print(f"diagnosing {dataset!r}", file=sys.stderr)
+        features = _load_features(args.features) if args.features is not None else None
         issues = find_label_issues(
-            dataset, folds=args.folds, seed=args.seed, progress=True, epochs=args.epochs,
+            dataset, features, folds=args.folds, seed=args.seed, progress=True, epochs=args.epochs,
             backbone=args.backbone, image_size=args.image_size, cache_dir=args.cache_dir,
             device=args.device,
         )
