@@ -79,13 +79,18 @@ def load_features(
 def cleanlab_pred_probs(x: np.ndarray, y: np.ndarray, seed: int, folds: int = 5) -> np.ndarray:
     """Out-of-fold predicted probabilities of a logistic regression (cleanlab's usual recipe)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
+    num_classes = int(y.max()) + 1
+    probs = np.zeros((len(y), num_classes))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return cross_val_predict(clf, x, y, cv=cv, method="predict_proba")
+    for fit, held in cv.split(x, y):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
+        clf.fit(x[fit], y[fit])
+        probs[np.ix_(held, clf.classes_)] = clf.predict_proba(x[held])  # all C columns
+    return probs
 
 
 def prism_scores(x: torch.Tensor, labels: torch.Tensor, num_classes: int):

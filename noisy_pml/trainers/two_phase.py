@@ -207,6 +207,14 @@ def assign_folds(labels: torch.Tensor, folds: int, seed: int = 0) -> torch.Tenso
     Samples are shuffled within each class (seeded) and dealt round-robin over the folds,
     continuing from class to class so that fold sizes differ by at most one.
 
+    Args:
+        labels: (N,) integer class ids (the noisy labels).
+        folds: K, the number of folds.
+        seed: the shuffle within each class.
+
+    Returns:
+        LongTensor (N,) of fold ids in ``0..K-1``.
+
     Raises:
         ValueError: ``folds`` < 1 or > N, or (``folds`` >= 2) a class with 1..K-1 samples.
     """
