@@ -73,6 +73,27 @@ def load_dataset(name: str, data_root=None, split=None, noise=None, noise_seed: 
         raise
 
 
+def class_names(dataset) -> list[str] | None:
+    """``dataset.class_names`` / ``classes``, else each class's image folder (CUB, Cars196,
+    folder datasets: the most common folder among the class's samples, by clean label when
+    known); None when that does not give one distinct name per class."""
+    names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
+    if names is not None:
+        return list(names)
+    paths = getattr(dataset, "img_paths", None)
+    labels = getattr(dataset, "clean_targets", getattr(dataset, "targets", None))
+    if not paths or labels is None or len(paths) != len(labels):
+        return None
+    from collections import Counter
+
+    folders: dict[int, Counter] = {}
+    for p, y in zip(paths, torch.as_tensor(labels).tolist(), strict=True):
+        folders.setdefault(int(y), Counter())[Path(p).parent.name] += 1
+    num = int(getattr(dataset, "num_classes", max(folders) + 1))
+    out = [folders[c].most_common(1)[0][0] if c in folders else str(c) for c in range(num)]
+    return out if len(set(out)) == num and "" not in out else None
+
+
 def _load_features(path: Path) -> torch.Tensor:
     if path.suffix == ".npy":
         import numpy as np
@@ -111,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"noisy-pml diagnose: error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    names = getattr(dataset, "class_names", None) or getattr(dataset, "classes", None)
+    names = class_names(dataset)
     write_csv(issues[: args.top] if args.top else issues, args.out / "suspects.csv", names)
     mask = getattr(dataset, "noise_mask", None)
     known = mask is not None and bool(torch.as_tensor(mask).any())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,7 +62,9 @@ def contact_sheet(
     return path
 
 
-def _short(text: str, n: int = 18) -> str:
+def _short(text: str, n: int = 20) -> str:
+    """Display form of a class name: "001.Black_footed_Albatross" -> "Black footed Albatross"."""
+    text = re.sub(r"^\d+\.", "", text).replace("_", " ")
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

@@ -25,3 +25,19 @@ def test_cli_on_digits_with_injected_noise_writes_the_ranking(tmp_path, capsys):
 def test_cli_reports_unknown_datasets_clearly(tmp_path, capsys):
     assert main(["--dataset", "imagenet", "--out", str(tmp_path)]) == 2
     assert "dataset name must be one of" in capsys.readouterr().err
+
+
+def test_class_names_come_from_the_image_folders_by_clean_label():
+    from types import SimpleNamespace
+
+    import torch
+
+    from noisy_pml.diagnose.cli import class_names
+
+    ds = SimpleNamespace(
+        img_paths=["r/001.Albatross/a.jpg", "r/001.Albatross/b.jpg", "r/002.Wren/c.jpg"],
+        clean_targets=torch.tensor([0, 0, 1]), targets=torch.tensor([1, 0, 1]), num_classes=2,
+    )
+    assert class_names(ds) == ["001.Albatross", "002.Wren"]
+    ds.img_paths = ["x/a.jpg", "x/b.jpg", "x/c.jpg"]  # one folder: no distinct names
+    assert class_names(ds) is None
