@@ -114,7 +114,8 @@ def estimate_confidences(
         seed: fold assignment, held-out slices, module initialisation and batch order; the
             global RNG state is left untouched. Fold $k$ runs under ``torch.manual_seed(1000 *
             seed + k)`` and holds out ``split_held_out(..., seed=1000 * seed + k)``.
-        device: where modules train (default: CUDA when available, else CPU).
+        device: where modules train (default: CUDA when available, else CPU); the trunk is
+            moved there too.
         progress: show a progress bar over the folds.
         eval_dataset: the dataset scored and used for early stopping, in the same order and
             with the same labels as ``dataset`` (e.g. centre crops while ``dataset`` yields
