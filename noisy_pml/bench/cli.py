@@ -122,12 +122,19 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="noisy-pml",
-        description="noisy-pml command line; `noisy-pml bench` runs the noisy-label benchmark.",
+        description="noisy-pml command line; `noisy-pml bench` runs the noisy-label benchmark, "
+        "`noisy-pml diagnose` ranks the samples most likely mislabelled.",
     )
     from .. import __version__
 
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command")
+    # listed for --help; its arguments are parsed by noisy_pml.diagnose (see main)
+    sub.add_parser(
+        "diagnose",
+        help="rank the samples most likely mislabelled (suspects.csv + contact sheet)",
+        add_help=False,
+    )
     b = sub.add_parser(
         "bench",
         help="run the noisy-label retrieval benchmark (default: quick digits run)",
@@ -642,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``noisy-pml`` console script."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["diagnose"]:
+        from ..diagnose.cli import main as diagnose_main
+
+        return diagnose_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

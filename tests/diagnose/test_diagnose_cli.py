@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from noisy_pml.diagnose.cli import main
 
 
@@ -41,3 +43,14 @@ def test_class_names_come_from_the_image_folders_by_clean_label():
     assert class_names(ds) == ["001.Albatross", "002.Wren"]
     ds.img_paths = ["x/a.jpg", "x/b.jpg", "x/c.jpg"]  # one folder: no distinct names
     assert class_names(ds) is None
+
+
+def test_noisy_pml_diagnose_is_the_same_command(tmp_path, capsys):
+    from noisy_pml.bench.cli import main as noisy_pml_main
+
+    assert noisy_pml_main(["diagnose", "--dataset", "imagenet", "--out", str(tmp_path)]) == 2
+    assert "dataset name must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        noisy_pml_main(["diagnose", "--help"])
+    assert exit_info.value.code == 0
+    assert "noisy-pml diagnose" in capsys.readouterr().out
