@@ -95,7 +95,8 @@ def _tables(out: Path) -> str:
     md = "\n".join(x for x in md.splitlines() if "were finished earlier" not in x)
     rows = []
     for line in md.splitlines():
-        if line.startswith("| ") and "train s/run" not in line and line.count("|") == len(METRICS) + 5:
+        cells = line.count("|") - 1
+        if line.startswith("| ") and "train s/run" not in line and cells == len(METRICS) + 4:
             line = line.rsplit("|", 2)[0] + "|"  # drop the "train s/run" cell
         rows.append(line)
     return "\n".join(rows)
