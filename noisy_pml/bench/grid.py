@@ -24,6 +24,7 @@ from .training import RunSpec
 
 __all__ = [
     "PROTOCOL_RUNNERS",
+    "RECORD_FIELDS",
     "RESULTS_NAME",
     "prepare_data",
     "read_results",
@@ -110,19 +111,58 @@ def run_one(
     return PROTOCOL_RUNNERS[data.protocol].run(data, run, cfg, device)
 
 
-def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a results JSONL file (a truncated last line, from an interruption, is skipped)."""
+# what the tables need of a record; a line without them was written by an older format
+RECORD_FIELDS = ("key", "method", "noise", "seed", "metrics", "train_seconds")
+
+
+def read_results(path: str | os.PathLike, warn: bool = True) -> list[dict[str, Any]]:
+    """Records of a results JSONL file, skipping lines that are not run records.
+
+    A torn last line (an interrupted write, see `repair_results`) is skipped silently. A line
+    elsewhere that is not valid JSON (corrupt), or a record that lacks a field of
+    ``RECORD_FIELDS`` (written by an older format), is skipped with a `RuntimeWarning` naming
+    the file and line (unless ``warn=False``). Skipped lines stay in the file; a grid counts
+    their runs as not finished and runs them again.
+    """
     p = Path(path)
     if not p.exists():
         return []
+    data = p.read_bytes()
+    lines = data.split(b"\n")
+    torn = len(lines) - 1  # index of a last line without its newline (empty when complete)
     out = []
-    for line in p.read_text().splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    for i, raw in enumerate(lines):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if warn and i != torn:
+                _warn_skipped(p, i, "it is not valid JSON (a corrupt line)")
+            continue
+        missing = (
+            [f for f in RECORD_FIELDS if f not in rec] if isinstance(rec, dict) else RECORD_FIELDS
+        )
+        if missing:
+            if warn:
+                _warn_skipped(
+                    p,
+                    i,
+                    f"it is not a run record of this format (an older format?): it "
+                    f"lacks {', '.join(missing)}",
+                )
+            continue
+        out.append(rec)
     return out
+
+
+def _warn_skipped(path: Path, index: int, why: str) -> None:
+    warnings.warn(
+        f"{path}: line {index + 1} skipped: {why}. The line stays in the file; its run, if "
+        "part of this grid, counts as not finished and runs again.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def repair_results(path: str | os.PathLike) -> Path | None:
@@ -140,6 +180,22 @@ def repair_results(path: str | os.PathLike) -> Path | None:
     if not data or data.endswith(b"\n"):
         return None
     cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+    try:  # killed between a complete record and its newline: the run finished, keep it
+        complete = isinstance(json.loads(data[cut:]), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        complete = False
+    if complete:
+        with open(p, "ab") as f:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        warnings.warn(
+            f"{p}: its last record was complete but lacked its newline (an interrupted "
+            "write); added the newline and kept the record.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
     aside = p.with_name(f"{p.name}.torn-{int(time.time())}-{os.getpid()}")
     aside.write_bytes(data[cut:])
     with open(p, "r+b") as f:
@@ -207,7 +263,7 @@ def run_grid(
             done.add(key)
     bar = tqdm(todo, desc=f"runs {data_spec.dataset}", disable=not progress or not todo)
     for run, cfg, key in bar:
-        if key in {r.get("key") for r in read_results(path)}:
+        if key in {r.get("key") for r in read_results(path, warn=False)}:
             continue  # finished meanwhile by another process sharing this results file
         bar.set_postfix_str(f"{run.name} {run.noise} s{run.seed} {run.mode}")
         data = prepare_data(

@@ -190,10 +190,34 @@ def extract_view(
         "spec": asdict(spec),
         "seconds": seconds,
     }
+    _remove_stale_temps(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of ``path`` left by killed processes (their pid is gone), with a
+    warning. They are never read (only the final name is), so this only frees the disk."""
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running: another process is writing this file now
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, owned by another user
+            continue
+        tmp.unlink(missing_ok=True)
+        warnings.warn(
+            f"removed {tmp.name}, a partial feature cache file left by process {pid}, which "
+            "was interrupted while writing it (the cache never reads such files)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _checksum(features: torch.Tensor) -> str:

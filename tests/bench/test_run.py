@@ -11,6 +11,13 @@ from noisy_pml.bench.run import DataSpec, RunSpec, prepare_data, read_results, r
 FAST = (("epochs", 1),)
 
 
+def _rec(key):
+    """A minimal run record (the fields `read_results` requires)."""
+    metrics = {"R@1": 0.5, "MAP@R": 0.2}
+    return {"key": key, "method": "pa", "noise": "clean", "seed": 0, "metrics": metrics,
+            "train_seconds": 1.0}  # fmt: skip
+
+
 def test_resume_skips_finished_runs(tmp_path, monkeypatch):
     spec = DataSpec("digits", aug_views=1)
     runs = [RunSpec("proxy_anchor", n, 0, overrides=FAST) for n in ("clean", "symmetric:0.2")]
@@ -36,8 +43,8 @@ def test_key_changes_with_hyperparameters_and_data():
 
 def test_truncated_last_line_is_ignored(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "met')
-    assert read_results(path) == [{"key": "a"}]
+    path.write_text(json.dumps(_rec("a")) + "\n" + '{"key": "b", "met')
+    assert read_results(path) == [_rec("a")]
 
 
 def test_val_mode_trains_and_evaluates_on_disjoint_training_classes():
@@ -62,12 +69,12 @@ def test_same_noisy_labels_for_every_method_within_a_seed(tmp_path):
 
 def test_torn_last_line_is_moved_aside_before_appending(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps({"key": "a"}) + "\n" + '{"key": "b", "met')
+    path.write_text(json.dumps(_rec("a")) + "\n" + '{"key": "b", "met')
     with pytest.warns(RuntimeWarning, match="cut off"):
         aside = bench_run.repair_results(path)
-    assert path.read_text() == json.dumps({"key": "a"}) + "\n"
+    assert path.read_text() == json.dumps(_rec("a")) + "\n"
     assert aside.read_text() == '{"key": "b", "met'
-    bench_run._append(path, {"key": "c"})
+    bench_run._append(path, _rec("c"))
     assert [r["key"] for r in read_results(path)] == ["a", "c"]
 
 
