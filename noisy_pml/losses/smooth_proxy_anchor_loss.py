@@ -223,12 +223,15 @@ class SmoothProxyAnchorLoss(WeightRegularizerMixin, BaseMetricLossFunction):
                 "set_batch_info(indices=...) needs confidence_source (e.g. a ConfidenceTable) "
                 "to look the batch's confidences up; got confidence_source=None"
             )
+        if indices is not None and hasattr(self.confidence_source, "set_batch_info"):
+            # handed over now, so that wrappers calling confidence_source() (e.g. the
+            # distributed wrapper, which gathers confidences) see this batch as well
+            self.confidence_source.set_batch_info(indices=indices)
         self._batch_info = {"indices": indices, "confidences": confidences}
 
     def _lookup(self, indices: torch.Tensor) -> torch.Tensor:
         source = self.confidence_source
-        if hasattr(source, "set_batch_info"):
-            source.set_batch_info(indices=indices)
+        if hasattr(source, "set_batch_info"):  # already holds the indices (set_batch_info)
             return source()
         try:
             return source(indices)

@@ -114,7 +114,8 @@ def estimate_confidences(
         seed: fold assignment, held-out slices, module initialisation and batch order; the
             global RNG state is left untouched. Fold $k$ runs under ``torch.manual_seed(1000 *
             seed + k)`` and holds out ``split_held_out(..., seed=1000 * seed + k)``.
-        device: where modules train (default: CUDA when available, else CPU).
+        device: where modules train (default: CUDA when available, else CPU); the trunk is
+            moved there too.
         progress: show a progress bar over the folds.
         eval_dataset: the dataset scored and used for early stopping, in the same order and
             with the same labels as ``dataset`` (e.g. centre crops while ``dataset`` yields
@@ -206,6 +207,14 @@ def assign_folds(labels: torch.Tensor, folds: int, seed: int = 0) -> torch.Tenso
 
     Samples are shuffled within each class (seeded) and dealt round-robin over the folds,
     continuing from class to class so that fold sizes differ by at most one.
+
+    Args:
+        labels: (N,) integer class ids (the noisy labels).
+        folds: K, the number of folds.
+        seed: the shuffle within each class.
+
+    Returns:
+        LongTensor (N,) of fold ids in ``0..K-1``.
 
     Raises:
         ValueError: ``folds`` < 1 or > N, or (``folds`` >= 2) a class with 1..K-1 samples.

@@ -431,6 +431,8 @@ def test_set_batch_info_indices_go_through_a_confidence_table():
     emb, labels = _batch()
     idx = torch.randperm(50)[:B]
     ours.set_batch_info(indices=idx, instance_ids=idx)
+    # the table holds the batch at once (wrappers that call confidence_source() see it too)
+    torch.testing.assert_close(ours.confidence_source(), table_values[idx])
     torch.testing.assert_close(ours(emb, labels), ours(emb, labels, confidences=table_values[idx]))
 
 
