@@ -61,14 +61,14 @@ USE_CUB = CUB_ROOT is not None and (CUB_ROOT / "CUB_200_2011").is_dir()
 
 
 def load_cub_features(n_train_classes, n_test_classes, image_size, aug_views):
-    """Frozen EfficientNet-Lite0 features of CUB's first classes, via the benchmark's cache.
+    """Frozen EfficientNet-Lite0 features of CUB's first classes (public feature cache).
 
     When `noisy-pml bench` has cached the whole split at 224 px (in $NOISY_PML_CACHE or
     ~/.cache/noisy_pml), our rows are read from there and any missing view is extracted at
     224 px; otherwise only the chosen classes are extracted, at `image_size`, and cached.
     """
-    from noisy_pml.bench.features import ViewSpec, cache_path, load_views
     from noisy_pml.datasets import get_dataset
+    from noisy_pml.utils.feature_cache import ViewSpec, cache_path, load_views
 
     train_ds = get_dataset("cub", root=CUB_ROOT, split="train")
     test_ds = get_dataset("cub", root=CUB_ROOT, split="test")
@@ -106,8 +106,8 @@ def load_cub_features(n_train_classes, n_test_classes, image_size, aug_views):
 
 def cub_fully_cached(aug_views):
     """True when `noisy-pml bench` has cached every view we need of CUB's split at 224 px."""
-    from noisy_pml.bench.features import ViewSpec, cache_path
     from noisy_pml.datasets import get_dataset
+    from noisy_pml.utils.feature_cache import ViewSpec, cache_path
 
     train = get_dataset("cub", root=CUB_ROOT, split="train").img_paths
     specs = [(ViewSpec("cub", "train+test", "efficientnet_lite0", 224),
