@@ -476,8 +476,18 @@ def bench(args: argparse.Namespace) -> int:
     if args.list:
         _print_list(args.protocol)
         return 0
-    _, md = execute(args)
-    print(md)
+    from . import distributed
+
+    with distributed.launch(args.device) as device:  # a process group when torchrun started us
+        if distributed.world_size() > 1:
+            args.device = device
+            args.quiet = args.quiet or not distributed.is_main()
+            if not args.threads:  # the node's cores shared by its processes
+                local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        _, md = execute(args)
+    if md:
+        print(md)
     return 0
 
 
@@ -584,6 +594,10 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
             val_classes=args.val_classes,
             device=args.device,
         )
+        from .distributed import is_main
+
+        if not is_main():
+            return [], ""  # under torchrun, rank 0 reads the results back and reports
     # only this plan's runs (a results file may also hold runs of earlier configurations)
     keep = wanted.keys() | val_keys
     records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..models.backbones import build_backbone
+from . import distributed
 from .data import carve_validation
 from .training import RunSpec, balanced_sampler, build_method, fit, make_record, resolve_device
 
@@ -262,23 +263,27 @@ def run_one_finetune(
         method.train()
 
     def epoch_batches():
-        batches = list(sampler.index_batches())
+        # under torchrun, this rank's classes of every global batch (and only their images)
+        batches = [distributed.local_share((i,), sampler.m)[0] for i in sampler.index_batches()]
         loader = _train_loader(data.train_images, weak, k == 2, batches)
         for idx, images in zip(batches, loader, strict=True):
             views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
             idx_d = idx.to(device)
             yield (*(v.to(device) for v in views), labels[idx_d], idx_d)
 
-    losses, epoch_seconds = fit(
-        method,
-        groups,
-        cfg,
-        epoch_batches,
-        two_view=k == 2,
-        encode=lambda x: backbone(x.contiguous(memory_format=torch.channels_last)),
-        on_epoch_start=start_epoch,
-    )
+    with distributed.training(method, backbone) as (trained_backbone,):
+        losses, epoch_seconds = fit(
+            method,
+            groups,
+            cfg,
+            epoch_batches,
+            two_view=k == 2,
+            encode=lambda x: trained_backbone(x.contiguous(memory_format=torch.channels_last)),
+            on_epoch_start=start_epoch,
+        )
     train_seconds = time.perf_counter() - t0
+    if not distributed.is_main():
+        return None, backbone, method  # rank 0 evaluates and writes
     t1 = time.perf_counter()
     backbone.eval()
     method.eval()
@@ -299,5 +304,6 @@ def run_one_finetune(
         loss_per_epoch=[round(v, 5) for v in losses],
         epoch_seconds=epoch_seconds,
         device=str(device),
+        **distributed.record_fields(),
     )
     return record, backbone, method
