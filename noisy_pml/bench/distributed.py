@@ -52,6 +52,7 @@ __all__ = [
     "local_share",
     "prepare",
     "record_fields",
+    "share_bounds",
     "torchrun_world_size",
     "training",
     "world_size",
@@ -125,18 +126,15 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def local_share(batch: Sequence[torch.Tensor], m_per_class: int) -> tuple[torch.Tensor, ...]:
-    """This rank's rows of a global class-balanced batch (every tensor of ``batch`` has the
-    batch's ``P * m_per_class`` rows, class by class): the classes are split into ``W``
-    contiguous blocks (``P // W`` or ``P // W + 1`` classes each), so the blocks in rank order
-    are the global batch. Without a process group, ``batch`` unchanged.
+def share_bounds(rows: int, m_per_class: int, world: int) -> list[int]:
+    """Row bounds of the ``world`` ranks' shares of a class-balanced batch of ``rows`` rows
+    (``P = rows // m_per_class`` classes, class by class): rank ``r`` holds rows
+    ``bounds[r]:bounds[r + 1]``, the classes ``r P // W`` to ``(r + 1) P // W`` (whole classes,
+    ``P // W`` or ``P // W + 1`` of them), so the shares in rank order are the global batch.
 
     Raises:
-        ValueError: fewer classes in the batch than ranks.
+        ValueError: fewer classes than ranks.
     """
-    if not is_distributed():
-        return tuple(batch)
-    rows, world, rank = len(batch[0]), dist.get_world_size(), dist.get_rank()
     classes = rows // m_per_class
     if classes < world:
         raise ValueError(
@@ -146,6 +144,16 @@ def local_share(batch: Sequence[torch.Tensor], m_per_class: int) -> tuple[torch.
         )
     bounds = [r * classes // world * m_per_class for r in range(world + 1)]
     bounds[-1] = rows
+    return bounds
+
+
+def local_share(batch: Sequence[torch.Tensor], m_per_class: int) -> tuple[torch.Tensor, ...]:
+    """This rank's rows (`share_bounds`) of every tensor of a global class-balanced ``batch``
+    (same rows, class by class). Without a process group, ``batch`` unchanged."""
+    if not is_distributed():
+        return tuple(batch)
+    rank = dist.get_rank()
+    bounds = share_bounds(len(batch[0]), m_per_class, dist.get_world_size())
     return tuple(t[bounds[rank] : bounds[rank + 1]] for t in batch)
 
 
