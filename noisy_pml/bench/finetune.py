@@ -238,7 +238,9 @@ def run_one_finetune(
     """Fine-tune backbone + method on one noisy copy of the training labels; evaluate.
 
     Returns ``(record, trained backbone, trained method)``; the record is the frozen protocol's
-    plus ``epoch_seconds`` and ``device``.
+    plus ``epoch_seconds`` and ``device``. Under torchrun (`noisy_pml.bench.distributed`)
+    each rank trains on its share of every batch; ranks other than 0 return ``None`` as the
+    record (rank 0 evaluates).
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
