@@ -15,6 +15,10 @@ Protocols (``--protocol``):
   statistics frozen, AdamW with the backbone at ``--set backbone_lr=...`` (default 1e-4) and
   the head / proxies at the method's lrs; CUDA when available. Meant for GPUs: on a CPU use a
   reduced ``--image-size``. Results share the JSONL with frozen runs under distinct run keys.
+
+Started by ``torchrun`` (``torchrun --nproc_per_node N -m noisy_pml.bench ...``), it trains
+every run with DistributedDataParallel over the N processes, the global batch split over them;
+rank 0 evaluates and writes (`noisy_pml.bench.distributed`).
 """
 
 from __future__ import annotations
