@@ -530,6 +530,7 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 
 def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
+    from .distributed import is_main
     from .grid import prepare_data, read_results, run_grid, run_key
     from .report import write_report
     from .training import RunSpec
@@ -579,7 +580,7 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
     wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     finished = {r.get("key") for r in read_results(out / "results.jsonl")} & wanted.keys()
     notes = []
-    if finished and not args.report_only:
+    if finished and not args.report_only and is_main():
         # printed even with --quiet: a table of reused runs must say so
         notes.append(
             f"{len(finished)} of {len(wanted)} runs were finished earlier and read back from "
@@ -598,10 +599,8 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
             val_classes=args.val_classes,
             device=args.device,
         )
-        from .distributed import is_main
-
-        if not is_main():
-            return [], ""  # under torchrun, rank 0 reads the results back and reports
+    if not is_main():
+        return [], ""  # under torchrun, rank 0 reads the results back and reports
     # only this plan's runs (a results file may also hold runs of earlier configurations)
     keep = wanted.keys() | val_keys
     records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]
