@@ -195,7 +195,8 @@ def training(method: nn.Module, *modules: nn.Module) -> Iterator[list[nn.Module]
     evaluation and the run's record see the plain modules. Without a process group, yields
     ``modules`` unchanged and changes nothing.
     """
-    if not is_distributed():
+    loss = getattr(method, "loss_fn", None)
+    if not is_distributed() or loss is None:  # no process group, or nothing trains
         yield list(modules)
         return
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -207,7 +208,7 @@ def training(method: nn.Module, *modules: nn.Module) -> Iterator[list[nn.Module]
         if any(p.requires_grad for p in child.parameters()):
             swapped[name] = child
             setattr(method, name, DDP(child))
-    loss, miner = method.loss_fn, getattr(method, "miner", None)
+    miner = getattr(method, "miner", None)
     method.loss_fn = DistributedLossWrapper(
         loss, confidence_table=getattr(method, "confidence_table", None)
     )

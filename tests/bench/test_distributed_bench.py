@@ -17,8 +17,9 @@ from noisy_pml.bench.distributed import share_bounds, torchrun_world_size
 
 WORLD = 2
 FROZEN = [
-    "bench", "--methods", "proxy_anchor,smooth_proxy_anchor", "--noise", "symmetric:0.7",
-    "--seeds", "0", "--epochs", "2", "--set", "conf_epochs=5", "--threads", "1",
+    "bench", "--methods", "frozen_features,proxy_anchor,smooth_proxy_anchor", "--noise", "clean",
+    "symmetric:0.7",
+    "--seeds", "0", "--epochs", "1", "--set", "conf_epochs=5", "--threads", "1",
     "--device", "cpu", "--no-plots", "--quiet",
 ]
 FINETUNE = [
@@ -81,7 +82,8 @@ def test_two_processes_give_the_metrics_of_one(tmp_path, monkeypatch):
     one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
     # rank 0 alone wrote, one line per run, under the single-process run key (resume unchanged)
     assert [r["key"] for r in two] == [r["key"] for r in one]
-    assert [r["method"] for r in one] == ["proxy_anchor", "smooth_proxy_anchor"]
+    methods = ["frozen_features", "proxy_anchor", "smooth_proxy_anchor"]
+    assert [r["method"] for r in one] == methods + methods[1:]
     assert all(r["world_size"] == WORLD for r in two) and all("world_size" not in r for r in one)
     for a, b in zip(one, two, strict=True):
         # same global batches, same phase-1 table, same gradients: equal up to the order in
@@ -90,7 +92,7 @@ def test_two_processes_give_the_metrics_of_one(tmp_path, monkeypatch):
         assert b["loss_per_epoch"] == pytest.approx(a["loss_per_epoch"], abs=2e-5)
         for name, value in a["metrics"].items():
             assert b["metrics"][name] == pytest.approx(value, abs=1e-5), (a["method"], name)
-    spa_one, spa_two = one[1]["detection"], two[1]["detection"]
+    spa_one, spa_two = one[-1]["detection"], two[-1]["detection"]
     assert spa_two["auroc"] == pytest.approx(spa_one["auroc"], abs=1e-9)  # the broadcast table
     assert (tmp_path / "two" / "results.md").exists()
 
