@@ -15,6 +15,10 @@ Protocols (``--protocol``):
   statistics frozen, AdamW with the backbone at ``--set backbone_lr=...`` (default 1e-4) and
   the head / proxies at the method's lrs; CUDA when available. Meant for GPUs: on a CPU use a
   reduced ``--image-size``. Results share the JSONL with frozen runs under distinct run keys.
+
+Started by ``torchrun`` (``torchrun --nproc_per_node N -m noisy_pml.bench ...``), it trains
+every run with DistributedDataParallel over the N processes, the global batch split over them;
+rank 0 evaluates and writes (`noisy_pml.bench.distributed`).
 """
 
 from __future__ import annotations
@@ -483,8 +487,18 @@ def bench(args: argparse.Namespace) -> int:
     if args.list:
         _print_list(args.protocol)
         return 0
-    _, md = execute(args)
-    print(md)
+    from . import distributed
+
+    with distributed.launch(args.device) as device:  # a process group when torchrun started us
+        if distributed.world_size() > 1:
+            args.device = device
+            args.quiet = args.quiet or not distributed.is_main()
+            if not args.threads:  # the node's cores shared by its processes
+                local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        _, md = execute(args)
+    if md:
+        print(md)
     return 0
 
 
@@ -523,6 +537,7 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
 
 
 def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
+    from .distributed import is_main
     from .grid import prepare_data, read_results, run_grid, run_key
     from .report import write_report
     from .training import RunSpec
@@ -572,7 +587,7 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
     wanted = {run_key(data_spec, r, cfg_of(r)): r for r in runs}
     finished = {r.get("key") for r in read_results(out / "results.jsonl")} & wanted.keys()
     notes = []
-    if finished and not args.report_only:
+    if finished and not args.report_only and is_main():
         # printed even with --quiet: a table of reused runs must say so
         notes.append(
             f"{len(finished)} of {len(wanted)} runs were finished earlier and read back from "
@@ -591,6 +606,8 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
             val_classes=args.val_classes,
             device=args.device,
         )
+    if not is_main():
+        return [], ""  # under torchrun, rank 0 reads the results back and reports
     # only this plan's runs (a results file may also hold runs of earlier configurations)
     keep = wanted.keys() | val_keys
     records = [r for r in read_results(out / "results.jsonl") if r.get("key") in keep]

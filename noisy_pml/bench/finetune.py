@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..models.backbones import build_backbone
+from . import distributed
 from .data import carve_validation
 from .training import RunSpec, balanced_sampler, build_method, fit, make_record, resolve_device
 
@@ -237,7 +238,9 @@ def run_one_finetune(
     """Fine-tune backbone + method on one noisy copy of the training labels; evaluate.
 
     Returns ``(record, trained backbone, trained method)``; the record is the frozen protocol's
-    plus ``epoch_seconds`` and ``device``.
+    plus ``epoch_seconds`` and ``device``. Under torchrun (`noisy_pml.bench.distributed`)
+    each rank trains on its share of every batch; ranks other than 0 return ``None`` as the
+    record (rank 0 evaluates).
     """
     from ..utils.accuracy_calculator import evaluate_retrieval
 
@@ -262,23 +265,27 @@ def run_one_finetune(
         method.train()
 
     def epoch_batches():
-        batches = list(sampler.index_batches())
+        # under torchrun, this rank's classes of every global batch (and only their images)
+        batches = [distributed.local_share((i,), sampler.m)[0] for i in sampler.index_batches()]
         loader = _train_loader(data.train_images, weak, k == 2, batches)
         for idx, images in zip(batches, loader, strict=True):
             views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
             idx_d = idx.to(device)
             yield (*(v.to(device) for v in views), labels[idx_d], idx_d)
 
-    losses, epoch_seconds = fit(
-        method,
-        groups,
-        cfg,
-        epoch_batches,
-        two_view=k == 2,
-        encode=lambda x: backbone(x.contiguous(memory_format=torch.channels_last)),
-        on_epoch_start=start_epoch,
-    )
+    with distributed.training(method, backbone) as (trained_backbone,):
+        losses, epoch_seconds = fit(
+            method,
+            groups,
+            cfg,
+            epoch_batches,
+            two_view=k == 2,
+            encode=lambda x: trained_backbone(x.contiguous(memory_format=torch.channels_last)),
+            on_epoch_start=start_epoch,
+        )
     train_seconds = time.perf_counter() - t0
+    if not distributed.is_main():
+        return None, backbone, method  # rank 0 evaluates and writes
     t1 = time.perf_counter()
     backbone.eval()
     method.eval()
@@ -299,5 +306,6 @@ def run_one_finetune(
         loss_per_epoch=[round(v, 5) for v in losses],
         epoch_seconds=epoch_seconds,
         device=str(device),
+        **distributed.record_fields(),
     )
     return record, backbone, method

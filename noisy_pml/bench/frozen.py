@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .data import BenchData
 from .training import RunSpec, balanced_sampler, build_method, fit, make_record, resolve_device
 
@@ -39,10 +40,11 @@ def run_frozen(
     run: RunSpec,
     cfg: dict[str, Any] | None = None,
     device: str | torch.device = "auto",
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Train one method's head on cached features of one noisy copy of the training labels;
     evaluate retrieval on ``data.eval_feats``. ``device``: see
-    `resolve_device`."""
+    `resolve_device`. Under torchrun (`noisy_pml.bench.distributed`) every rank trains
+    on its share of each batch; rank 0 evaluates and returns the record, the others None."""
     from ..utils.accuracy_calculator import evaluate_retrieval
 
     device = resolve_device(device)
@@ -57,10 +59,14 @@ def run_frozen(
         for idx in sampler.index_batches():
             views = _pick_views(train.views, idx, k, cfg["train_views"], g)
             batch = (*views, train.labels[idx], idx)
+            batch = distributed.local_share(batch, sampler.m)  # this rank's classes (torchrun)
             yield tuple(t.to(device) for t in batch)
 
-    losses, _ = fit(method, groups, cfg, epoch_batches, two_view=k == 2)
+    with distributed.training(method):
+        losses, _ = fit(method, groups, cfg, epoch_batches, two_view=k == 2)
     train_seconds = time.perf_counter() - t0
+    if not distributed.is_main():
+        return None  # rank 0 evaluates and writes
     t1 = time.perf_counter()
     emb = _embed_all(method, data.eval_feats.to(device)).cpu()
     method.cpu()
@@ -77,4 +83,5 @@ def run_frozen(
         eval_seconds=round(eval_seconds, 3),
         feature_seconds=round(data.feature_seconds, 1),
         loss_per_epoch=[round(v, 5) for v in losses],
+        **distributed.record_fields(),
     )

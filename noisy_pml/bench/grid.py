@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..noise import NoiseRecipe
+from . import distributed
 from .data import BenchData, DataSpec, prepare_features, resolve_root
 from .finetune import prepare_images, run_one_finetune
 from .frozen import run_frozen
@@ -247,8 +248,11 @@ def run_grid(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_NAME
-    repair_results(path)
-    done = {r.get("key") for r in read_results(path)}
+    main = distributed.is_main()  # under torchrun: rank 0 owns the results file
+    if main:
+        repair_results(path)
+    done = {r.get("key") for r in read_results(path)} if main else None
+    done = distributed.broadcast_object(done)
     runs = list(runs)
     todo = []
     for run in runs:
@@ -261,15 +265,18 @@ def run_grid(
         if key not in done:
             todo.append((run, cfg, key))
             done.add(key)
-    bar = tqdm(todo, desc=f"runs {data_spec.dataset}", disable=not progress or not todo)
+    bar = tqdm(todo, desc=f"runs {data_spec.dataset}", disable=not progress or not todo or not main)
     for run, cfg, key in bar:
-        if key in {r.get("key") for r in read_results(path, warn=False)}:
+        finished = key in {r.get("key") for r in read_results(path, warn=False)} if main else None
+        if distributed.broadcast_object(finished):
             continue  # finished meanwhile by another process sharing this results file
         bar.set_postfix_str(f"{run.name} {run.noise} s{run.seed} {run.mode}")
         data = prepare_data(
             data_spec, run.mode, data_root, cache_dir, val_classes, progress, device
         )
         rec = run_one(data, run, cfg, device)
+        if rec is None:
+            continue  # a rank other than 0 under torchrun: rank 0 writes the record
         rec.update(
             {
                 "key": key,
@@ -279,7 +286,7 @@ def run_grid(
             }
         )
         _append(path, rec)
-    return read_results(path)
+    return distributed.broadcast_object(read_results(path) if main else None)
 
 
 def parse_overrides(items: Sequence[str]) -> tuple[tuple[str, Any], ...]:

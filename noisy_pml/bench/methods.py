@@ -286,6 +286,11 @@ class SmoothProxyAnchorMethod(BenchMethod):
 
     def compute_loss(self, x, labels, idx):
         emb = self.embed(x)
+        if getattr(self.loss_fn, "confidence_table", None) is not None:
+            # under torch.distributed (noisy_pml.bench.distributed): the loss wrapper holds the
+            # broadcast table and looks up the gathered global batch's rows by dataset index
+            self.loss_fn.set_batch_info(indices=idx)
+            return self.loss_fn(emb, labels)
         return self.loss_fn(emb, labels, confidences=self.confidence_table[idx])
 
     def sample_scores(self, train):

@@ -21,6 +21,7 @@ import torch
 
 from ..noise import NoiseRecipe, apply_noise
 from ..trainers.batch_getter import batch_getter
+from . import distributed
 from .data import resolve_device
 from .methods import TrainSet
 from .registry import get_method
@@ -148,7 +149,7 @@ def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "froze
     )
     t0 = time.perf_counter()
     method = spec.load()(train, cfg, spec)
-    method.prepare(train, run.seed)
+    distributed.prepare(method, train, run.seed)  # method.prepare (phase 1 once under torchrun)
     k = 2 if getattr(method, "two_view", spec.two_view) else 1
     return cfg, noise, train, method, k, time.perf_counter() - t0
 
