@@ -30,17 +30,15 @@ def contact_sheet(
     ``dataset[i][0]`` (tensors are shown min-max scaled). With ``noise_mask`` (injected noise),
     titles are green for truly mislabelled samples and red for clean ones.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a bare Figure (no pyplot): drawing never switches the caller's backend (e.g. a notebook's)
+    from matplotlib.figure import Figure
 
     issues = list(issues)[:num]
     if not issues:
         raise ValueError("contact_sheet got no issues to draw; expected at least one")
     rows = math.ceil(len(issues) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * thumb_inches,
-                                                     rows * (thumb_inches + 0.35)), squeeze=False)
+    fig = Figure(figsize=(columns * thumb_inches, rows * (thumb_inches + 0.35)))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, issue in zip(axes.flat, issues, strict=False):
@@ -58,7 +56,6 @@ def contact_sheet(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -298,6 +299,25 @@ def _feature_dim(trunk: torch.nn.Module, dataset: torch.utils.data.Dataset, devi
     return int(f.shape[1])
 
 
+def fitting_batch_size(dataset: torch.utils.data.Dataset, batch_size: int, who: str) -> int:
+    """``batch_size`` capped at ``len(dataset)``, with a warning when capped.
+
+    PML's trainers drop the last incomplete batch, so a batch larger than the dataset would train
+    nothing at all, silently.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError(f"{who}: the training dataset is empty")
+    if batch_size > n:
+        warnings.warn(
+            f"{who}: batch_size={batch_size} is larger than the {n} training samples, and PML's "
+            f"trainer drops incomplete batches (nothing would be trained); using batch_size={n}",
+            stacklevel=3,
+        )
+        return n
+    return batch_size
+
+
 def confidence_trainer(
     trunk: torch.nn.Module,
     confidence_module: ConfidenceModule,
@@ -322,6 +342,7 @@ def confidence_trainer(
             trunk, confidence_module, held_out, patience, batch_size
         )
     trainer_kwargs.setdefault("data_and_label_getter", first_two)
+    batch_size = fitting_batch_size(dataset, batch_size, "confidence_trainer")
     return TrainWithClassifier(
         models={"trunk": trunk, "classifier": confidence_module},
         optimizers={"classifier_optimizer": torch.optim.Adam(confidence_module.parameters(), lr)},
@@ -367,6 +388,7 @@ def embedding_trainer(
         optimizers["metric_loss_optimizer"] = torch.optim.AdamW(
             loss.parameters(), lr * proxy_lr_multiplier, weight_decay=weight_decay
         )
+    batch_size = fitting_batch_size(dataset, batch_size, "embedding_trainer")
     return MetricLossOnly(
         models={"trunk": trunk, "embedder": embedder},
         optimizers=optimizers,

@@ -231,3 +231,18 @@ def test_estimate_confidences_errors_are_clear():
     with pytest.raises(ValueError, match="NaN or infinite"):
         estimate_confidences(torch.nn.Identity(), nan, 3, folds=3, held_out_fraction=0.0,
                              **QUICK, **QUIET_KW)
+
+
+def test_a_batch_larger_than_the_data_still_trains_with_a_warning():
+    # PML's trainers drop incomplete batches: uncapped, 40 samples at batch 256 train nothing
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 4
+    data = torch.utils.data.TensorDataset(x, y)
+    torch.manual_seed(0)
+    module = ConfidenceModule(6, 4, None)
+    before = [p.detach().clone() for p in module.parameters()]
+    with pytest.warns(UserWarning, match="larger than the 40 training samples"):
+        trainer = confidence_trainer(torch.nn.Identity(), module, data, batch_size=256,
+                                     **QUIET_KW)
+    trainer.train(num_epochs=2)
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
