@@ -208,13 +208,13 @@ trunk = torch.nn.Identity()  # frozen backbone, applied once by the feature cach
 # ## Training: a PML trainer, a Poincare head, AHSML thresholds
 #
 # - `PoincareHead(D, 128, c=1)`: Linear -> L2-normalise -> `exp0` (the authors' head). The
-#   curvature is a reconstructed choice: on the benchmark's validation classes AHSML-MS scored
-#   higher with c = 0.1 (CUB) / c = 0.3 (Cars196) than with c = 1, because at c = 1 the
-#   Poincare similarity of points on the head's sphere squashes cosines (MS's 0.5 threshold
-#   means cosine ~0.95); see the documentation's "Reconstructed choices".
-# - `PoincareSimilarity`: the bounded similarity `1 - 2 tanh^2(sqrt(c) d_c / 2)` in which the
-#   thresholds (gamma = 0.5, delta = 0.2) are expressed; it is a PML distance with
-#   `is_inverted=True`, so PML's `MultiSimilarityLoss` accepts it.
+#   curvature is a reconstructed choice. At c = 1 the Poincare similarity of points on the
+#   head's sphere squashes cosines: a plain PML loss's 0.5 threshold means cosine ~0.95 there.
+# - `PoincareSimilarity`: the bounded similarity `1 - 2 tanh^2(sqrt(c) d_c / 2)`; it is a PML
+#   distance with `is_inverted=True`, so PML's `MultiSimilarityLoss` accepts it. AHSML's
+#   constants (gamma = 0.5, delta = 0.2, the miner's epsilon) are in cosine units and are mapped
+#   through c (`PoincareSimilarity.from_cosine`), so gamma = 0.5 means cosine 0.5 at any c: the
+#   thresholds printed below are in the Poincare similarity's own units.
 # - `AdaptiveThresholdLoss(MultiSimilarityLoss(...))`: the PML loss with its fixed `base` replaced
 #   by the per-pair threshold matrix; `MultiSimilarityStarLoss`: AHSML's three-term MS*.
 # - The baseline is the same PML loss, same head and trainer, without AHSML.
