@@ -15,6 +15,7 @@ from ..utils.checks import (
     check_positive_int,
     check_probabilities,
     check_rate,
+    resolve_alias,
 )
 from ..utils.class_divergence import instance_ids_from_views
 
@@ -88,10 +89,8 @@ class NoiseAwarePairMiner(BaseMiner):
     ) -> None:
         """Side channel for the next call (consumed by it): dataset indices, instance ids and/or
         per-image confidences. ``sample_indices=`` is a deprecated alias of ``indices=``."""
-        if indices is not None and sample_indices is not None:
-            raise ValueError("pass indices= or its deprecated alias sample_indices=, not both")
         self._pending = {
-            "indices": indices if indices is not None else sample_indices,
+            "indices": resolve_alias("indices", indices, "sample_indices", sample_indices),
             "instance_ids": instance_ids,
             "confidences": confidences,
         }

@@ -15,6 +15,7 @@ from ..utils.checks import (
     check_ndim,
     check_positive,
     check_rate,
+    resolve_alias,
 )
 
 __all__ = ["PRISMMiner"]
@@ -132,12 +133,7 @@ class PRISMMiner(BaseMiner):
         Raises:
             ValueError: both `indices` and `sample_indices` given.
         """
-        if sample_indices is not None:
-            if indices is not None:
-                raise ValueError(
-                    "pass indices= (sample_indices= is its deprecated alias), not both"
-                )
-            indices = sample_indices
+        indices = resolve_alias("indices", indices, "sample_indices", sample_indices)
         self._pending_indices = None if indices is None else torch.as_tensor(indices)
 
     def set_batch_indices(self, indices: torch.Tensor) -> None:

@@ -104,3 +104,16 @@ def check_rate(name: str, value: float, allow_one: bool = False) -> None:
     if not (0 <= value and upper_ok):
         expected = "[0, 1]" if allow_one else "[0, 1)"
         raise ValueError(f"{name} must lie in {expected}, got {value}")
+
+
+def resolve_alias(name: str, value, alias: str, alias_value):
+    """``value``, or ``alias_value`` when it was given under the deprecated keyword ``alias``.
+
+    Raises:
+        ValueError: both were given.
+    """
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"pass {name}= ({alias}= is its deprecated alias), not both")
+    return alias_value

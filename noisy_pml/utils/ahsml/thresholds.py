@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from pytorch_metric_learning.distances import CosineSimilarity
 
-from ..checks import check_finite, check_labels, check_ndim, check_rate
+from ..checks import check_finite, check_labels, check_ndim, check_rate, resolve_alias
 from .memory_bank import EmbeddingMemoryBank
 from .statistics import (
     class_pair_means,
@@ -295,12 +295,7 @@ class AdaptiveThresholds(torch.nn.Module):
         Raises:
             ValueError: both `indices` and `sample_indices` given.
         """
-        if sample_indices is not None:
-            if indices is not None:
-                raise ValueError(
-                    "pass indices= (sample_indices= is its deprecated alias), not both"
-                )
-            indices = sample_indices
+        indices = resolve_alias("indices", indices, "sample_indices", sample_indices)
         self._pending = {"indices": indices, "instance_ids": instance_ids}
 
     @property
