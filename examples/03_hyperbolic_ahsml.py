@@ -313,7 +313,7 @@ for name, r in rows.items():
 # different-label pairs (`N`), with the class statistics read from the memory bank.
 
 # %%
-from noisy_pml.utils.class_divergence import AdaptiveThresholds
+from noisy_pml.utils.ahsml import AdaptiveThresholds
 
 head = heads["AHSML on PML's MS (AdaptiveThresholdLoss)"]
 thresholds = AdaptiveThresholds(gamma=0.5, delta=0.2, scope="batch")

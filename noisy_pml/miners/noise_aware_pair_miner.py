@@ -7,6 +7,7 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.miners import BaseMiner
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 
+from ..utils.ahsml import instance_ids_from_views
 from ..utils.checks import (
     check_finite,
     check_finite_number,
@@ -17,7 +18,6 @@ from ..utils.checks import (
     check_rate,
     resolve_alias,
 )
-from ..utils.class_divergence import instance_ids_from_views
 
 CRITERIA = ("class_stats", "confidence")
 
