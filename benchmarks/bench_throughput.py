@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from noisy_pml.bench.backbones import build_backbone
 from noisy_pml.bench.finetune import freeze_batchnorm
+from noisy_pml.models.backbones import build_backbone
 
 
 def _step(model, x, train: bool) -> None:

@@ -181,7 +181,7 @@ def _has_image_files(dataset) -> bool:
 
 def _backbone_features(dataset, backbone, image_size, cache_dir, progress) -> torch.Tensor:
     try:
-        from ..bench.features import ViewSpec, load_views
+        from ..utils.feature_cache import ViewSpec, load_views
     except ImportError as e:  # torchvision / efficientnet weights live in the bench extra
         raise ImportError(
             "frozen image features need the bench extra: pip install 'noisy-pml[bench]'"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from noisy_pml.bench.features import ViewSpec, cache_key, cache_path, extract_view, load_views
+from noisy_pml.utils.feature_cache import ViewSpec, cache_key, cache_path, extract_view, load_views
 
 PATHS = ["/data/a/001.Albatross/x1.jpg", "/data/a/001.Albatross/x2.jpg", "/data/a/002.Auk/y.jpg"]
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from noisy_pml.bench import run as bench_run
-from noisy_pml.bench.backbones import build_backbone
 from noisy_pml.bench.finetune import run_one_finetune
 from noisy_pml.bench.registry import get_method
 from noisy_pml.bench.run import DataSpec, RunSpec, prepare_data, read_results, run_grid, run_key
+from noisy_pml.models.backbones import build_backbone
 
 SPEC = DataSpec("digits", backbone="tiny_cnn", image_size=32, protocol="finetune")
 TINY = (("embedding_size", 16), ("epochs", 1), ("m_per_class", 8))
