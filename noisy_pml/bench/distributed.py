@@ -104,6 +104,10 @@ def launch(device: str | torch.device = "auto") -> Iterator[str | torch.device]:
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
         yield dev
+        # Ranks tear the group down together: rank 0 still writes the report when the others
+        # are done, and a gloo peer that closes its connections first can abort rank 0 at exit
+        # ("terminate called without an active exception", seen once in CI).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
