@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
+import time
 import types
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -97,6 +100,19 @@ def _quiet_pml_trainers() -> Iterator[None]:
     finally:
         c_f.LOGGER.setLevel(level)
         base_trainer.tqdm = real
+
+
+# Smooth PA phase-1 tables of this process, most recent last (a few MB each at CUB scale)
+_PHASE1_TABLES: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_PHASE1_TABLES_KEPT = 8
+
+
+def _digest(t: torch.Tensor) -> str:
+    """Content hash of a tensor (dtype, shape and bytes)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha1(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 class FeatureDataset(torch.utils.data.Dataset):
@@ -271,18 +287,44 @@ class SmoothProxyAnchorMethod(BenchMethod):
         """Phase 1 through the library: `noisy_pml.trainers.estimate_confidences` on the
         training images' centre-crop features (the trunk is the identity on cached features)
         with the noisy labels, every argument at the library's default unless overridden in
-        the configuration (``conf_*`` keys, see ``noisy-pml bench --list``)."""
+        the configuration (``conf_*`` keys, see ``noisy-pml bench --list``).
+
+        Phase 1 does not depend on the loss's knobs, so a grid's Smooth PA variants that differ
+        only there share one table per (features, noisy labels, seed, phase-1 arguments) within
+        a process; ``phase1_info`` says whether this run reused one, for its record."""
         from ..trainers import estimate_confidences
 
-        with _quiet_pml_trainers():
-            table = estimate_confidences(
-                nn.Identity(),
-                FeatureDataset(train.views[:, 0], train.labels),
-                train.num_classes,
-                seed=seed,
-                **self.kwargs("phase1"),
-            )
-        self.register_buffer("confidence_table", table)
+        phase1_kwargs = self.kwargs("phase1")
+        features = train.views[:, 0]
+        key = (
+            _digest(features),
+            _digest(train.labels),
+            train.num_classes,
+            seed,
+            tuple(sorted(phase1_kwargs.items())),
+        )
+        start = time.perf_counter()
+        table = _PHASE1_TABLES.get(key)
+        reused = table is not None
+        if reused:
+            _PHASE1_TABLES.move_to_end(key)
+        else:
+            with _quiet_pml_trainers():
+                table = estimate_confidences(
+                    nn.Identity(),
+                    FeatureDataset(features, train.labels),
+                    train.num_classes,
+                    seed=seed,
+                    **phase1_kwargs,
+                )
+            _PHASE1_TABLES[key] = table
+            while len(_PHASE1_TABLES) > _PHASE1_TABLES_KEPT:
+                _PHASE1_TABLES.popitem(last=False)
+        self.phase1_info = {
+            "phase1_reused": reused,
+            "phase1_seconds": round(time.perf_counter() - start, 3),
+        }
+        self.register_buffer("confidence_table", table.clone())
 
     def compute_loss(self, x, labels, idx):
         emb = self.embed(x)

@@ -170,6 +170,7 @@ def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> di
         "metrics": metrics,
         "achieved_noise_rate": float(noise.rate),
         "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
+        **getattr(method, "phase1_info", {}),  # Smooth PA: phase-1 seconds, reused or not
         **extra,
         "detection": detection,
     }

@@ -99,3 +99,36 @@ def test_smooth_pa_phase1_is_the_library_estimate_confidences():
         folds=2,
     )
     assert torch.equal(method.confidence_table, library)
+
+
+def test_smooth_pa_variants_share_one_phase1_table_and_say_so(tmp_path, monkeypatch):
+    """Two Smooth PA variants that differ only in the loss reuse the phase-1 table (estimate
+    confidences runs once); a different seed or phase-1 argument trains a new one."""
+    import functools
+
+    import noisy_pml.trainers as trainers
+    from noisy_pml.bench import methods
+
+    calls = []
+    real = trainers.estimate_confidences
+
+    @functools.wraps(real)  # keeps the signature the registry reads the knobs from
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("seed"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainers, "estimate_confidences", counting)
+    monkeypatch.setattr(methods, "_PHASE1_TABLES", type(methods._PHASE1_TABLES)())
+    data = prepare_data(DataSpec("digits", aug_views=0))
+    base = (("conf_epochs", 2), ("conf_folds", 2), ("epochs", 0))
+    tables, infos = [], []
+    for seed, extra in ((0, ()), (0, (("smoothing_position", 0.3),)), (1, ()),
+                        (0, (("conf_lr", 0.01),))):  # fmt: skip
+        run = RunSpec("smooth_proxy_anchor", "symmetric:0.5", seed, overrides=base + extra)
+        _, _, _, method, _, _ = bench_run.build_method(data, run, None)
+        tables.append(method.confidence_table)
+        infos.append(method.phase1_info)
+    assert calls == [0, 1, 0]  # the second variant reused seed 0's table
+    assert [i["phase1_reused"] for i in infos] == [False, True, False, False]
+    assert torch.equal(tables[0], tables[1]) and tables[0] is not tables[1]
+    assert not torch.equal(tables[0], tables[2]) and not torch.equal(tables[0], tables[3])
