@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "DEFAULTS", "DEFAULT_DATASET"]
+__all__ = ["main", "build_parser", "default_threads", "DEFAULTS", "DEFAULT_DATASET"]
 
 # What `noisy-pml bench` runs with no --dataset (and no "dataset" in the config)
 DEFAULT_DATASET = "digit_pairs"
@@ -272,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=_int_at_least(1),
         default=None,
-        help="torch CPU threads (default: all cores)",
+        help="torch CPU threads (default: 1 on the embedded digit_pairs / digits, all cores "
+        "otherwise)",
     )
     b.add_argument(
         "--device",
@@ -510,11 +511,29 @@ def _fmt(values: dict[str, Any]) -> str:
     return " ".join(f"{k}={v!r}" for k, v in values.items()) or "(none)"
 
 
+def default_threads(args: argparse.Namespace) -> int:
+    """torch CPU threads of a run: ``--threads`` when given; else 1 on the embedded datasets
+    (their matrices are tiny: more threads only add synchronisation, which on a loaded CPU
+    slowed the embedded default from 51 s to over 10 minutes, see
+    benchmarks/results/digits_default/README.md); else every core."""
+    if args.threads:
+        return int(args.threads)
+    from .data import EMBEDDED_SHAPES
+
+    dataset = args.dataset
+    if dataset is None:
+        cfg = _load_config(args.config) if args.config else {}
+        dataset = cfg.get("dataset", DEFAULT_DATASET)
+    if str(dataset).lower() in EMBEDDED_SHAPES:
+        return 1
+    return os.cpu_count() or 1
+
+
 def bench(args: argparse.Namespace) -> int:
     """``noisy-pml bench``: print the method list, or run the grid and print its table."""
     import torch
 
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(default_threads(args))
     if args.list:
         _print_list(args.protocol)
         return 0

@@ -69,3 +69,18 @@ def test_default_grid_shows_proxy_anchor_damage_and_a_recovery(tmp_path):
         if m not in ("proxy_anchor", "frozen_features")
     )
     assert best - pa_noisy >= (pa_clean - pa_noisy) / 2
+
+
+def test_embedded_datasets_default_to_one_thread(tmp_path):
+    import os
+
+    from noisy_pml.bench.cli import default_threads
+
+    parse = build_parser().parse_args
+    assert default_threads(parse(["bench"])) == 1
+    assert default_threads(parse(["bench", "--dataset", "digits"])) == 1
+    assert default_threads(parse(["bench", "--threads", "2"])) == 2
+    assert default_threads(parse(["bench", "--dataset", "cub"])) == (os.cpu_count() or 1)
+    cfg = tmp_path / "grid.json"
+    cfg.write_text(json.dumps({"dataset": "cars196"}))
+    assert default_threads(parse(["bench", "--config", str(cfg)])) == (os.cpu_count() or 1)
