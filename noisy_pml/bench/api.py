@@ -62,12 +62,13 @@ def run_benchmark(
     """
     import torch
 
-    from .cli import build_parser, execute
+    from .cli import build_parser, default_threads, execute
 
     values = dict(locals())
     values.pop("torch")
     values.pop("build_parser")
     values.pop("execute")
+    values.pop("default_threads")
     argv = ["bench"]
     for key in ("methods", "noise"):
         if isinstance(values[key], str):
@@ -90,7 +91,7 @@ def run_benchmark(
     for key, value in values.items():
         setattr(args, key, os.fspath(value) if isinstance(value, Path) else value)
     args.list = False
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(default_threads(args))
     records, _ = execute(args)
     return records
 

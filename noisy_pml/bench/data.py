@@ -16,6 +16,7 @@ from .registry import check_protocol
 __all__ = [
     "BenchData",
     "DataSpec",
+    "EMBEDDED_SHAPES",
     "carve_validation",
     "prepare_features",
     "resolve_device",
@@ -68,7 +69,7 @@ _DATA_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
 def resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | None:
     from ..datasets.registry import parse_dataset_name
 
-    if parse_dataset_name(dataset)[0] in ("digits", "folder", "csv"):
+    if parse_dataset_name(dataset)[0] in (*EMBEDDED_SHAPES, "folder", "csv"):
         return None  # embedded, or the path is part of the name
     if data_root is None:
         env = os.environ.get("NOISY_PML_DATA")
@@ -87,10 +88,19 @@ def resolve_root(dataset: str, data_root: str | os.PathLike | None) -> str | Non
     return str(root / dataset) if (root / dataset).is_dir() else str(root)
 
 
-def _digits_views(x: torch.Tensor, n_views: int, seed: int = 0) -> torch.Tensor:
-    """Augmented views of 8x8 digits: a random shift of up to 1 pixel plus pixel noise."""
+# the embedded datasets (no download, no backbone: their pixels are the features) and their
+# image shape (height, width)
+EMBEDDED_SHAPES: dict[str, tuple[int, int]] = {"digits": (8, 8), "digit_pairs": (8, 16)}
+
+
+def _digits_views(
+    x: torch.Tensor, n_views: int, seed: int = 0, shape: tuple[int, int] = (8, 8)
+) -> torch.Tensor:
+    """Augmented views of flattened digit images of ``shape`` (N, H*W): a random shift of up
+    to 1 pixel (wrapping around) plus pixel noise. Returns (N, 1 + n_views, H*W), the
+    unchanged image first."""
     g = torch.Generator().manual_seed(seed)
-    imgs = x.view(-1, 8, 8)
+    imgs = x.view(-1, *shape)
     views = [x]
     for _ in range(n_views):
         dy, dx = torch.randint(-1, 2, (2, len(x)), generator=g)
@@ -101,7 +111,7 @@ def _digits_views(x: torch.Tensor, n_views: int, seed: int = 0) -> torch.Tensor:
             ]
         )
         noise = 0.05 * torch.randn(shifted.shape, generator=g)
-        views.append((shifted + noise).clamp(0, 1).reshape(len(x), 64))
+        views.append((shifted + noise).clamp(0, 1).reshape(len(x), -1))
     return torch.stack(views, dim=1)
 
 
@@ -122,11 +132,12 @@ def _load_split_features(
         return _DATA_CACHE[key]
     from ..datasets import get_dataset
 
-    if spec.dataset == "digits":
-        train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
+    if spec.dataset in EMBEDDED_SHAPES:
+        train = get_dataset(spec.dataset, split="train")
+        test = get_dataset(spec.dataset, split="test")
         tr = torch.from_numpy(train.data)
         out = (
-            _digits_views(tr, spec.aug_views),
+            _digits_views(tr, spec.aug_views, shape=EMBEDDED_SHAPES[spec.dataset]),
             train.clean_targets.long(),
             torch.from_numpy(test.data),
             test.clean_targets.long(),

@@ -161,16 +161,16 @@ def prepare_images(
     (same centre-crop recipe), so both protocols see the same noisy labels for a seed.
     """
     from ..datasets import get_dataset
-    from .data import _smoke_subset
+    from .data import EMBEDDED_SHAPES, _smoke_subset
 
-    kw = {} if spec.dataset == "digits" else {"root": root}
+    kw = {} if spec.dataset in EMBEDDED_SHAPES else {"root": root}
     train = get_dataset(spec.dataset, split="train", **kw)
     test = get_dataset(spec.dataset, split="test", **kw)
     tr_rows, te_rows = list(range(len(train))), list(range(len(test)))
     if spec.smoke:
         tr_rows, te_rows = _smoke_subset(train, 5), _smoke_subset(test, 5)
     t0 = time.perf_counter()
-    if spec.dataset == "digits":
+    if spec.dataset in EMBEDDED_SHAPES:
         backbone, _ = build_backbone(spec.backbone, spec.image_size)
         _, ev = _transforms(spec.backbone, spec.image_size)
         dev = resolve_device(device)

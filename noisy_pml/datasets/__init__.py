@@ -1,5 +1,5 @@
-"""Datasets with seeded label noise on the train split (CUB, Cars196, Digits, any image folder or
-CSV file), the two-view wrapper and class-balanced batches."""
+"""Datasets with seeded label noise on the train split (CUB, Cars196, Digits, DigitPairs, any
+image folder or CSV file), the two-view wrapper and class-balanced batches."""
 
 from .base import (
     CorruptImageError,
@@ -11,6 +11,7 @@ from .base import (
 from .cars196 import Cars196
 from .csv_dataset import CSVDataset
 from .cub import CUB
+from .digit_pairs import DigitPairs
 from .digits import Digits
 from .image_folder import ImageFolder
 from .registry import DATASETS, get_dataset, list_datasets
@@ -22,6 +23,7 @@ __all__ = [
     "Cars196",
     "CSVDataset",
     "ClassBalancedBatchSampler",
+    "DigitPairs",
     "Digits",
     "ImageFolder",
     "TwoViewDataset",

@@ -9,6 +9,7 @@ from typing import Any
 from .cars196 import Cars196
 from .csv_dataset import CSVDataset
 from .cub import CUB
+from .digit_pairs import DigitPairs
 from .digits import Digits
 from .image_folder import ImageFolder
 
@@ -16,6 +17,7 @@ DATASETS: dict[str, Callable[..., Any]] = {
     "cub": CUB,
     "cars196": Cars196,
     "digits": Digits,
+    "digit_pairs": DigitPairs,
     "folder": ImageFolder,
     "csv": CSVDataset,
 }
@@ -46,7 +48,7 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
     """Build a dataset by name.
 
     Args:
-        name: ``"cub"``, ``"cars196"``, ``"digits"``, ``"folder:PATH"`` (an
+        name: ``"cub"``, ``"cars196"``, ``"digits"``, ``"digit_pairs"``, ``"folder:PATH"`` (an
             `ImageFolder`) or ``"csv:FILE"`` (a
             `CSVDataset`); ``"folder"`` / ``"csv"`` take the path
             from ``root``.
@@ -55,7 +57,8 @@ def get_dataset(name: str, root: str | os.PathLike | None = None, split: str = "
         **kwargs: passed to the dataset class (``noise=``, ``transform=``, ...).
 
     Raises:
-        ValueError: an unknown name; a ``root`` the dataset cannot use (Digits is embedded;
+        ValueError: an unknown name; a ``root`` the dataset cannot use (Digits and DigitPairs are
+            embedded;
             a path given both in the name and as ``root``); no root for CUB / Cars196.
     """
     key, path = parse_dataset_name(name)

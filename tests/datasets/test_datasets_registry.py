@@ -8,7 +8,7 @@ from noisy_pml.datasets import CUB, Digits, get_dataset, list_datasets
 
 
 def test_names_and_digits():
-    assert list_datasets() == ["cars196", "csv", "cub", "digits", "folder"]
+    assert list_datasets() == ["cars196", "csv", "cub", "digit_pairs", "digits", "folder"]
     ds = get_dataset("digits", split="test", noise=None)
     assert isinstance(ds, Digits) and ds.split == "test"
 
