@@ -102,9 +102,11 @@ def _quiet_pml_trainers() -> Iterator[None]:
         base_trainer.tqdm = real
 
 
-# Smooth PA phase-1 tables of this process, most recent last (a few MB each at CUB scale)
+# Smooth PA phase-1 tables of this process, most recent last. A grid runs every (noise, seed)
+# of the main method before its variants, so the budget must hold a whole grid's tables (an
+# LRU smaller than that evicts each table just before its variant needs it).
 _PHASE1_TABLES: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-_PHASE1_TABLES_KEPT = 8
+_PHASE1_TABLES_BYTES = 512 * 2**20
 
 
 def _digest(t: torch.Tensor) -> str:
@@ -318,7 +320,11 @@ class SmoothProxyAnchorMethod(BenchMethod):
                     **phase1_kwargs,
                 )
             _PHASE1_TABLES[key] = table
-            while len(_PHASE1_TABLES) > _PHASE1_TABLES_KEPT:
+            while (
+                len(_PHASE1_TABLES) > 1
+                and sum(t.numel() * t.element_size() for t in _PHASE1_TABLES.values())
+                > _PHASE1_TABLES_BYTES
+            ):
                 _PHASE1_TABLES.popitem(last=False)
         self.phase1_info = {
             "phase1_reused": reused,

@@ -370,6 +370,7 @@ for _spec in (
                     "batch_size": "conf_batch_size",
                     "lr": "conf_lr",
                     "patience": "conf_patience",
+                    "stop_on": "conf_stop_on",
                     "hidden_size": "conf_hidden",
                     "dropout": "conf_dropout",
                 },

@@ -15,6 +15,7 @@ from noisy_pml.losses import SmoothProxyAnchorLoss
 from noisy_pml.models import ConfidenceModule
 from noisy_pml.trainers import (
     ConfidenceTable,
+    HeldOutEarlyStopping,
     IndexedDataset,
     assign_folds,
     compute_confidences,
@@ -246,3 +247,60 @@ def test_a_batch_larger_than_the_data_still_trains_with_a_warning():
                                      **QUIET_KW)
     trainer.train(num_epochs=2)
     assert any(not torch.equal(a, b) for a, b in zip(before, module.parameters(), strict=True))
+
+
+def _scripted_hook(stop_on, bce, accuracy, patience=2):
+    """A hook whose held-out metrics follow a script (one entry per epoch)."""
+    module = ConfidenceModule(2, 2, None)
+    hook = HeldOutEarlyStopping(torch.nn.Identity(), module, held_out=None, patience=patience,
+                                stop_on=stop_on)
+    script = iter([{"bce": b, "accuracy": a} for b, a in zip(bce, accuracy, strict=True)])
+    hook.held_out_metrics = lambda: next(script)
+    epochs = 0
+    for _ in bce:
+        epochs += 1
+        if not hook(None):
+            break
+    return hook, epochs
+
+
+def test_noisy_bce_stops_early_where_noisy_accuracy_keeps_training():
+    # heavy noise: the held-out BCE against noisy labels rises from epoch 3 while the share of
+    # samples predicted as their noisy label still grows (the module learns the true classes)
+    bce = [1.0, 0.8, 0.85, 0.9, 0.95, 1.0]
+    accuracy = [0.10, 0.20, 0.25, 0.30, 0.32, 0.31]
+    hook, epochs = _scripted_hook("bce", bce, accuracy)
+    assert epochs == 4 and hook.stopped_early and hook.best_metrics == {"bce": 0.8,
+                                                                        "accuracy": 0.20}
+    hook, epochs = _scripted_hook("accuracy", bce, accuracy)
+    assert epochs == 6 and not hook.stopped_early and hook.best_metrics["accuracy"] == 0.32
+
+
+def test_accuracy_ties_go_to_the_lower_bce():
+    hook, _ = _scripted_hook("accuracy", [1.0, 0.7, 0.9], [0.5, 0.5, 0.5], patience=5)
+    assert hook.best_metrics == {"bce": 0.7, "accuracy": 0.5}
+
+
+def test_held_out_metrics_match_a_literal_computation():
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(30) % 3
+    torch.manual_seed(0)
+    module = ConfidenceModule(4, 3, None)
+    hook = HeldOutEarlyStopping(torch.nn.Identity(), module,
+                                torch.utils.data.TensorDataset(x, y), batch_size=7)
+    got = hook.held_out_metrics()
+    module.eval()
+    logits = module(x)
+    one_hot = torch.nn.functional.one_hot(y, 3).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot)  # mean over B*C
+    assert got["accuracy"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    assert got["bce"] == pytest.approx(bce.item(), rel=1e-5)
+
+
+def test_stopping_criterion_errors_are_clear():
+    with pytest.raises(ValueError, match="stop_on must be one of .*'bce', 'accuracy'.*got 'f1'"):
+        HeldOutEarlyStopping(torch.nn.Identity(), ConfidenceModule(2, 2, None), None,
+                             stop_on="f1")
+    with pytest.raises(ValueError, match="patience"):
+        HeldOutEarlyStopping(torch.nn.Identity(), ConfidenceModule(2, 2, None), None,
+                             patience=0)
