@@ -39,6 +39,8 @@ COMPARISONS = [
     ("ahsml_ms_delta0", "multi_similarity", "what is left of the gain over MS with delta = 0"),
     ("ahsml_ms_cosine", "multi_similarity", "what is left of the gain over MS with a cosine head"),
     ("ahsml_ms_all_off", "multi_similarity", "MS* with all three components off vs MS"),
+    ("ahsml_ms_cosine_lr1e-3", "ahsml_ms_lr1e-3", "cosine vs Poincare head, both lr 1e-3"),
+    ("ahsml_ms_cosine_lr1e-3", "multi_similarity_lr1e-3", "cosine-head AHSML-MS vs MS, lr 1e-3"),
 ]
 METRICS = ("R@1", "MAP@R")
 
