@@ -24,11 +24,14 @@ NOISES = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 SHORT = {"symmetric:0.3": "sym 30 %", "symmetric:0.7": "sym 70 %", "small_cluster:0.25": "sc 25 %"}
 # (variant, reference, what the difference measures); sign: variant minus reference
 COMPARISONS = [
-    ("ahsml_ms", "multi_similarity", "AHSML-MS gain over MS (frozen_v2 runs)"),
+    ("ahsml_ms", "multi_similarity", "AHSML-MS gain over MS (same lr)"),
     ("ahsml_ms_delta0", "ahsml_ms", "1. delta = 0: class-wise divergence weighting removed"),
     ("ahsml_ms_cosine", "ahsml_ms", "2. cosine head instead of Poincare (hyperbolic=false)"),
     ("ahsml_ms_consistency_off", "ahsml_ms", "consistency term off (frozen_v2 runs)"),
     ("ahsml_ms_all_off", "ahsml_ms", "delta 0 + cosine + consistency off together"),
+    ("ahsml_ms_two_views_no_term", "ahsml_ms", "two views kept, consistency term never on"),
+    ("ahsml_ms_two_views_no_term", "ahsml_ms_consistency_off", "second view alone (no term)"),
+    ("ahsml_ms_no_hinge", "ahsml_ms", "consistency term on every augmentation pair (no hinge)"),
     ("multi_similarity_lr1e-3", "multi_similarity", "5. MS at lr 1e-3 vs the default 1e-4"),
     ("ahsml_ms_lr1e-3", "ahsml_ms", "5. AHSML-MS at lr 1e-3 vs the default 1e-4"),
     ("ahsml_ms_lr1e-3", "multi_similarity_lr1e-3", "5. fair pair: AHSML-MS vs MS, both lr 1e-3"),
@@ -39,6 +42,7 @@ COMPARISONS = [
     ("ahsml_ms_delta0", "multi_similarity", "what is left of the gain over MS with delta = 0"),
     ("ahsml_ms_cosine", "multi_similarity", "what is left of the gain over MS with a cosine head"),
     ("ahsml_ms_all_off", "multi_similarity", "MS* with all three components off vs MS"),
+    ("ahsml_ms_poincare_only", "multi_similarity", "Poincare head alone (delta 0, one view) vs MS"),
     ("ahsml_ms_cosine_lr1e-3", "ahsml_ms_lr1e-3", "cosine vs Poincare head, both lr 1e-3"),
     ("ahsml_ms_cosine_lr1e-3", "multi_similarity_lr1e-3", "cosine-head AHSML-MS vs MS, lr 1e-3"),
 ]
