@@ -24,7 +24,9 @@ NOISES = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 SHORT = {"symmetric:0.3": "sym 30 %", "symmetric:0.7": "sym 70 %", "small_cluster:0.25": "sc 25 %"}
 # (variant, reference, what the difference measures); sign: variant minus reference
 COMPARISONS = [
-    ("ahsml_ms", "multi_similarity", "AHSML-MS gain over MS (same lr)"),
+    ("ahsml_ms", "multi_similarity", "AHSML-MS − MS (each at the lr of its run)"),
+    ("multi_similarity_rerun", "multi_similarity", "re-run of a reused default run (0 = same)"),
+    ("ahsml_ms_rerun", "ahsml_ms", "re-run of a reused default run (0 = same)"),
     ("ahsml_ms_delta0", "ahsml_ms", "1. delta = 0: class-wise divergence weighting removed"),
     ("ahsml_ms_cosine", "ahsml_ms", "2. cosine head instead of Poincare (hyperbolic=false)"),
     ("ahsml_ms_consistency_off", "ahsml_ms", "consistency term off (frozen_v2 runs)"),
@@ -50,7 +52,12 @@ METRICS = ("R@1", "MAP@R")
 
 
 def _records(folder: Path) -> dict[tuple[str, str, int], dict]:
-    out = {}
+    """Test-class runs by (name, noise, seed). When `results.json` (the last grid's report)
+    exists, only its runs count: a folder whose `results.jsonl` was seeded with another grid's
+    runs (lr_select) can hold two configurations under one name."""
+    report = folder / "results.json"
+    keep = {r["key"] for r in json.loads(report.read_text())["runs"]} if report.exists() else None
+    out: dict[tuple[str, str, int], dict] = {}
     for line in (folder / "results.jsonl").read_text().splitlines():
         if not line.strip():
             continue
@@ -58,8 +65,12 @@ def _records(folder: Path) -> dict[tuple[str, str, int], dict]:
             r = json.loads(line)
         except json.JSONDecodeError:
             continue  # a torn last line of a running grid
-        if r.get("mode", "test") == "test":
-            out[(r["method"], r["noise"], r["seed"])] = r
+        if r.get("mode", "test") != "test" or (keep is not None and r.get("key") not in keep):
+            continue
+        cell = (r["method"], r["noise"], r["seed"])
+        if cell in out and out[cell]["key"] != r["key"]:
+            raise ValueError(f"{cell}: two different runs ({out[cell]['key']}, {r['key']})")
+        out[cell] = r
     return out
 
 
