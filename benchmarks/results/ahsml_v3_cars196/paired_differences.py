@@ -45,6 +45,8 @@ COMPARISONS = [
     ("ahsml_ms_cosine", "multi_similarity", "what is left of the gain over MS with a cosine head"),
     ("ahsml_ms_all_off", "multi_similarity", "MS* with all three components off vs MS"),
     ("ahsml_ms_poincare_only", "multi_similarity", "Poincare head alone (delta 0, one view) vs MS"),
+    ("ahsml_ms_cosine_delta0", "ahsml_ms_all_off", "cosine head: the second view (delta 0)"),
+    ("ahsml_ms_cosine_one_view", "ahsml_ms_all_off", "cosine head: delta 0.2 (one view)"),
     ("ahsml_ms_cosine_lr1e-3", "ahsml_ms_lr1e-3", "cosine vs Poincare head, both lr 1e-3"),
     ("ahsml_ms_cosine_lr1e-3", "multi_similarity_lr1e-3", "cosine-head AHSML-MS vs MS, lr 1e-3"),
 ]
