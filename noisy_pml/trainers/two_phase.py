@@ -443,7 +443,8 @@ class HeldOutEarlyStopping:
         self.loss_fn: Callable = ConfidenceBCELoss(module.num_classes)
         self.best, self.best_state, self.bad_epochs = math.inf, None, 0
         self.best_metrics: dict[str, float] | None = None
-        self.history: list[dict[str, float]] = []
+        self.history: list[float] = []  # held-out BCE per epoch
+        self.accuracy_history: list[float] = []  # held-out noisy-label accuracy per epoch
         self.stopped_early = False
 
     @torch.no_grad()
@@ -475,7 +476,8 @@ class HeldOutEarlyStopping:
 
     def __call__(self, trainer) -> bool:
         metrics = self.held_out_metrics()
-        self.history.append(metrics)
+        self.history.append(metrics["bce"])
+        self.accuracy_history.append(metrics["accuracy"])
         score = self._score(metrics)
         if score < self.best:
             self.best, self.bad_epochs = score, 0

@@ -274,6 +274,8 @@ def test_noisy_bce_stops_early_where_noisy_accuracy_keeps_training():
                                                                         "accuracy": 0.20}
     hook, epochs = _scripted_hook("accuracy", bce, accuracy)
     assert epochs == 6 and not hook.stopped_early and hook.best_metrics["accuracy"] == 0.32
+    # both curves are kept per epoch, whichever criterion stops
+    assert hook.history == bce and hook.accuracy_history == accuracy
 
 
 def test_accuracy_ties_go_to_the_lower_bce():
