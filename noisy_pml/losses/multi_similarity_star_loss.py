@@ -71,6 +71,8 @@ class MultiSimilarityStarLoss(BaseMetricLossFunction):
         rho: (R) scale $\rho$ of the consistency term (20). Reusing $\alpha = 2$ there
             collapsed the embedding (Cars196, symmetric 30 %, frozen features, 2 seeds: 35.5
             R@1 with $\alpha$, 44.8 with $\rho = 20$, 45.2 with the term off, MS 46.0; issue #10).
+            Those numbers predate the hinge: with it, $\rho$ = 10 / 20 / 40 change R@1 by at
+            most 0.07 (benchmarks/results/ahsml_v3_*, 3 seeds).
         consistency_hinge: (R) pull only augmentation pairs below $M_a$ (default True).
         distance: a similarity (`is_inverted`); default `CosineSimilarity()` (one view on
             Cars196 at symmetric 30 %: cosine 45.4 R@1, Poincare with cosine-unit constants
