@@ -14,11 +14,12 @@ seeds), plus the number of seeds on which the difference is positive.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/: the shared pieces
+from paired import load, mean_std, paired_deltas  # noqa: E402
 
 NOISES = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 SHORT = {"symmetric:0.3": "sym 30 %", "symmetric:0.7": "sym 70 %", "small_cluster:0.25": "sc 25 %"}
@@ -50,53 +51,6 @@ COMPARISONS = [
     ("ahsml_ms_cosine_lr1e-3", "ahsml_ms_lr1e-3", "cosine vs Poincare head, both lr 1e-3"),
     ("ahsml_ms_cosine_lr1e-3", "multi_similarity_lr1e-3", "cosine-head AHSML-MS vs MS, lr 1e-3"),
 ]
-METRICS = ("R@1", "MAP@R")
-
-
-def _records(folder: Path) -> dict[tuple[str, str, int], dict]:
-    """Test-class runs by (name, noise, seed). When `results.json` (the last grid's report)
-    exists, only its runs count: a folder whose `results.jsonl` was seeded with another grid's
-    runs (lr_select) can hold two configurations under one name."""
-    report = folder / "results.json"
-    keep = {r["key"] for r in json.loads(report.read_text())["runs"]} if report.exists() else None
-    out: dict[tuple[str, str, int], dict] = {}
-    for line in (folder / "results.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a running grid
-        if r.get("mode", "test") != "test" or (keep is not None and r.get("key") not in keep):
-            continue
-        cell = (r["method"], r["noise"], r["seed"])
-        if cell in out and out[cell]["key"] != r["key"]:
-            raise ValueError(f"{cell}: two different runs ({out[cell]['key']}, {r['key']})")
-        out[cell] = r
-    return out
-
-
-def _mean_std(v: list[float]) -> str:
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return f"{m:+.1f}"
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-    return f"{m:+.1f} ± {s:.1f}"
-
-
-def _pairs(recs, variant: str, ref: str, noise: str) -> tuple[dict[str, list[float]], list[int]]:
-    deltas: dict[str, list[float]] = defaultdict(list)
-    seeds = []
-    for seed in sorted({k[2] for k in recs}):
-        a, b = recs.get((variant, noise, seed)), recs.get((ref, noise, seed))
-        if a is None or b is None:
-            continue
-        if a["noisy_labels_sha1"] != b["noisy_labels_sha1"]:
-            raise ValueError(f"{variant} vs {ref} {noise} seed {seed}: noisy labels differ")
-        for m in METRICS:
-            deltas[m].append(100.0 * (a["metrics"][m] - b["metrics"][m]))
-        seeds.append(seed)
-    return deltas, seeds
 
 
 def summary_table(recs) -> str:
@@ -110,12 +64,12 @@ def summary_table(recs) -> str:
     for variant, ref, what in COMPARISONS:
         cells = []
         for noise in NOISES:
-            deltas, seeds = _pairs(recs, variant, ref, noise)
+            seeds, deltas = paired_deltas(recs, variant, ref, noise)
             if not seeds:
                 cells.append("not run")
                 continue
             pos = sum(d > 0 for d in deltas["R@1"])
-            cells.append(f"{_mean_std(deltas['R@1'])} ({pos}/{len(seeds)})")
+            cells.append(f"{mean_std(deltas['R@1'])} ({pos}/{len(seeds)})")
         if all(c == "not run" for c in cells):
             continue
         lines.append(f"| {variant} − {ref} | {what} | " + " | ".join(cells) + " |")
@@ -133,7 +87,7 @@ def paired_table(recs) -> str:
     ]
     for variant, ref, _ in COMPARISONS:
         for noise in NOISES:
-            deltas, seeds = _pairs(recs, variant, ref, noise)
+            seeds, deltas = paired_deltas(recs, variant, ref, noise)
             if not seeds:
                 lines.append(f"| {variant} − {ref} | {noise} | 0 | not run | - | - | - |")
                 continue
@@ -142,7 +96,7 @@ def paired_table(recs) -> str:
             pos = sum(d > 0 for d in deltas["R@1"])
             lines.append(
                 f"| {variant} − {ref} | {noise} | {len(seeds)} | {per_seed} | "
-                f"{_mean_std(deltas['R@1'])} | {pos}/{len(seeds)} | {_mean_std(deltas['MAP@R'])} |"
+                f"{mean_std(deltas['R@1'])} | {pos}/{len(seeds)} | {mean_std(deltas['MAP@R'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -193,7 +147,9 @@ def per_run_table(recs) -> str:
 
 def main(folder: str) -> None:
     path = Path(folder)
-    recs = _records(path)
+    # only the last grid's runs: a folder whose results.jsonl was seeded with another grid's
+    # runs (lr_select) can hold two configurations under one name
+    recs = load(path, last_grid_only=True)
     tables = (summary_table, means_table, paired_table, per_run_table)
     md = "\n".join(table(recs) for table in tables)
     (path / "paired.md").write_text(md)

@@ -10,11 +10,11 @@ both runs of a seed exist and their ``noisy_labels_sha1`` agree (the same noisy 
 
 from __future__ import annotations
 
-import json
-import math
 import sys
-from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/: the shared pieces
+from paired import load, mean_std, paired_deltas  # noqa: E402
 
 GRID_A = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 GRID_B = ["clean", "symmetric:0.3", "symmetric:0.5"]
@@ -29,29 +29,6 @@ COMPARISONS = [  # (method, baseline, noises)
     ("smooth_proxy_anchor_single_model", "proxy_anchor", GRID_B),
     ("smooth_proxy_anchor", "multi_similarity", GRID_B),
 ]
-METRICS = ("R@1", "MAP@R")
-
-
-def _records(folder: Path) -> dict[tuple[str, str, int], dict]:
-    out = {}
-    for line in (folder / "results.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a running grid
-        if r.get("mode", "test") == "test":
-            out[(r["method"], r["noise"], r["seed"])] = r
-    return out
-
-
-def _mean_std(v: list[float]) -> str:
-    m = sum(v) / len(v)
-    if len(v) < 2:
-        return f"{m:+.1f}"
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-    return f"{m:+.1f} ± {s:.1f}"
 
 
 def paired_table(recs: dict[tuple[str, str, int], dict]) -> str:
@@ -64,23 +41,14 @@ def paired_table(recs: dict[tuple[str, str, int], dict]) -> str:
     ]
     for method, base, noises in COMPARISONS:
         for noise in noises:
-            deltas: dict[str, list[float]] = defaultdict(list)
-            per_seed = []
-            for seed in sorted({k[2] for k in recs}):
-                a, b = recs.get((method, noise, seed)), recs.get((base, noise, seed))
-                if a is None or b is None:
-                    continue
-                if a["noisy_labels_sha1"] != b["noisy_labels_sha1"]:
-                    raise ValueError(f"{method} vs {base} {noise} seed {seed}: labels differ")
-                for m in METRICS:
-                    deltas[m].append(100.0 * (a["metrics"][m] - b["metrics"][m]))
-                per_seed.append(f"s{seed} {deltas['R@1'][-1]:+.1f}")
-            if not per_seed:
+            seeds, deltas = paired_deltas(recs, method, base, noise)
+            if not seeds:
                 lines.append(f"| {method} − {base} | {noise} | 0 | not run | - | - |")
                 continue
+            per_seed = [f"s{s} {d:+.1f}" for s, d in zip(seeds, deltas["R@1"], strict=True)]
             lines.append(
                 f"| {method} − {base} | {noise} | {len(per_seed)} | {', '.join(per_seed)} | "
-                f"{_mean_std(deltas['R@1'])} | {_mean_std(deltas['MAP@R'])} |"
+                f"{mean_std(deltas['R@1'])} | {mean_std(deltas['MAP@R'])} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -106,7 +74,7 @@ def per_run_table(recs: dict[tuple[str, str, int], dict]) -> str:
 
 def main(folder: str) -> None:
     path = Path(folder)
-    recs = _records(path)
+    recs = load(path)
     md = paired_table(recs) + "\n" + per_run_table(recs)
     (path / "paired.md").write_text(md)
     print(md)
