@@ -441,8 +441,9 @@ class HeldOutEarlyStopping:
         self.trunk, self.module, self.held_out = trunk, module, held_out
         self.patience, self.batch_size, self.stop_on = patience, batch_size, stop_on
         self.loss_fn: Callable = ConfidenceBCELoss(module.num_classes)
-        self.best, self.best_state, self.bad_epochs = math.inf, None, 0
+        self.best_state, self.bad_epochs = None, 0
         self.best_metrics: dict[str, float] | None = None
+        self._best_score: tuple[float, ...] = (math.inf,)
         self.history: list[float] = []  # held-out BCE per epoch
         self.accuracy_history: list[float] = []  # held-out noisy-label accuracy per epoch
         self.stopped_early = False
@@ -468,19 +469,24 @@ class HeldOutEarlyStopping:
         """The held-out BCE."""
         return self.held_out_metrics()["bce"]
 
-    def _score(self, metrics: dict[str, float]) -> float:
-        # lower is better; accuracy first, BCE only breaks ties (|BCE| < 1e3 on any sane module)
+    @property
+    def best(self) -> float:
+        """The held-out BCE of the best epoch so far (inf before the first)."""
+        return math.inf if self.best_metrics is None else self.best_metrics["bce"]
+
+    def _score(self, metrics: dict[str, float]) -> tuple[float, ...]:
+        # compared lexicographically, lower is better: accuracy first, BCE breaks ties
         if self.stop_on == "bce":
-            return metrics["bce"]
-        return -metrics["accuracy"] * 1e6 + min(metrics["bce"], 1e3)
+            return (metrics["bce"],)
+        return (-metrics["accuracy"], metrics["bce"])
 
     def __call__(self, trainer) -> bool:
         metrics = self.held_out_metrics()
         self.history.append(metrics["bce"])
         self.accuracy_history.append(metrics["accuracy"])
         score = self._score(metrics)
-        if score < self.best:
-            self.best, self.bad_epochs = score, 0
+        if score < self._best_score:
+            self._best_score, self.bad_epochs = score, 0
             self.best_metrics = metrics
             self.best_state = copy.deepcopy(self.module.state_dict())
             return True

@@ -272,6 +272,7 @@ def test_noisy_bce_stops_early_where_noisy_accuracy_keeps_training():
     hook, epochs = _scripted_hook("bce", bce, accuracy)
     assert epochs == 4 and hook.stopped_early and hook.best_metrics == {"bce": 0.8,
                                                                         "accuracy": 0.20}
+    assert hook.best == 0.8  # the best epoch's held-out BCE, as before stop_on existed
     hook, epochs = _scripted_hook("accuracy", bce, accuracy)
     assert epochs == 6 and not hook.stopped_early and hook.best_metrics["accuracy"] == 0.32
     # both curves are kept per epoch, whichever criterion stops
