@@ -63,9 +63,11 @@ def load_features(
     ``mode="test"``: every training class; ``mode="val"``: the benchmark's carved validation
     classes only (hyperparameters such as K are chosen there).
     """
-    from noisy_pml.bench.run import DataSpec, prepare_data
+    from noisy_pml.bench.cli import default_data_spec
+    from noisy_pml.bench.run import prepare_data
 
-    data = prepare_data(DataSpec(dataset=dataset, aug_views=0), mode="val" if mode == "val"
+    # the benchmark's own image size (Cars196: 160 px), so its feature cache serves both
+    data = prepare_data(default_data_spec(dataset, aug_views=0), mode="val" if mode == "val"
                         else "test", data_root=data_root, progress=True)
     if mode == "val":
         x, y = data.eval_feats, data.eval_labels

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from sklearn.metrics import roc_auc_score
 
-from noisy_pml.bench.cli import DEFAULTS
-from noisy_pml.bench.data import DataSpec, prepare_features, resolve_root
+from noisy_pml.bench.cli import default_data_spec
+from noisy_pml.bench.data import prepare_features, resolve_root
 from noisy_pml.bench.methods import FeatureDataset, _quiet_pml_trainers
 from noisy_pml.noise import apply_noise
 from noisy_pml.trainers import estimate_confidences
@@ -49,9 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     if missing:
         raise SystemExit(f"--setting must name {missing} explicitly (defaults change over time)")
     torch.set_num_threads(1)
-    d = DEFAULTS[args.dataset]
-    spec = DataSpec(args.dataset, image_size=d["image_size"], aug_views=d["aug_views"],
-                    aug_image_size=d["aug_image_size"])  # fmt: skip
+    spec = default_data_spec(args.dataset)
     data = prepare_features(spec, "val", resolve_root(args.dataset, args.data_root),
                             progress=False)  # fmt: skip
     features = data.train_views[:, 0]

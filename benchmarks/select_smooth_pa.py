@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from noisy_pml.bench.cli import DEFAULTS
-from noisy_pml.bench.data import DataSpec, resolve_root
+from noisy_pml.bench.cli import default_data_spec
+from noisy_pml.bench.data import resolve_root
 from noisy_pml.bench.grid import run_grid
 from noisy_pml.bench.training import RunSpec
 
@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    d = DEFAULTS[args.dataset]
-    spec = DataSpec(args.dataset, image_size=d["image_size"], aug_views=d["aug_views"],
-                    aug_image_size=d["aug_image_size"])  # fmt: skip
+    spec = default_data_spec(args.dataset)
     runs = [RunSpec("proxy_anchor", n, s, "val") for n in args.noise for s in args.seeds]
     runs += [
         RunSpec("smooth_proxy_anchor", n, s, "val", over, label=name)

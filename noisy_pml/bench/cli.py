@@ -127,6 +127,22 @@ DEFAULTS["custom"] = {
     "noise": ["clean", "symmetric:0.2", "symmetric:0.5"],
     "seeds": [0, 1],
 }
+def default_data_spec(dataset: str, **changes: Any):
+    """The `DataSpec` ``noisy-pml bench --dataset DATASET``
+    uses with no other option (image size and cached augmented views from `DEFAULTS`), with
+    ``changes`` applied (e.g. ``aug_views=0``): scripts that measure beside the benchmark read
+    the same features, from the same cache, as the benchmark itself."""
+    from .data import DataSpec
+
+    if dataset not in DEFAULTS:
+        raise ValueError(
+            f"no benchmark defaults for dataset {dataset!r}; known: {sorted(DEFAULTS)}"
+        )
+    d = DEFAULTS[dataset]
+    fields = {k: d[k] for k in ("image_size", "aug_views", "aug_image_size")}
+    return DataSpec(dataset, **{**fields, **changes})
+
+
 SMOKE_SET = {
     "epochs": 1,
     "batch_size": 20,
