@@ -32,6 +32,10 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "smooth_pa_mu0.05": (("smoothing_position", 0.05),),
     "smooth_pa_ignore_mu0.05": (("unselected", "ignore"), ("smoothing_position", 0.05)),
     "smooth_pa_labels": (("positive_set", "labels"),),
+    "smooth_pa_mu0.2": (("smoothing_position", 0.2),),
+    "smooth_pa_ignore_mu0.2": (("unselected", "ignore"), ("smoothing_position", 0.2)),
+    "smooth_pa_unweighted_neg": (("weighted_negatives", False),),
+    "smooth_pa_labels_unweighted_neg": (("positive_set", "labels"), ("weighted_negatives", False)),
 }
 
 

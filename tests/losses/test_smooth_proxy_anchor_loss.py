@@ -61,7 +61,7 @@ def _assert_same(a, b, tol=1e-12):
 
 
 def reference_loss(emb, labels, proxies, c, alpha=32.0, delta=0.1, mu=MU, k=10.0, tau=MU,
-                   positive_set="confidence", weighted_negatives=True, unselected="negative"):
+                   positive_set="confidence", weighted_negatives=True, unselected="ignore"):
     """The spec's formula, one proxy and one sample at a time.
 
     ``unselected``: a sample x whose own label y is not selected (c(x, y) < tau) is, for proxy
@@ -126,7 +126,10 @@ def test_matches_literal_formula_on_random_confidences(positive_set, weighted_ne
 
 
 def test_relabelling_makes_confident_classes_positive():
-    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, collect_stats=True).double()
+    # "negative": the given label's pair stays a (weight-1) negative, as in Proxy-Anchor on the
+    # new labels
+    ours = SmoothProxyAnchorLoss(C, D, smoothing_position=MU, collect_stats=True,
+                                 unselected="negative").double()
     emb, labels = _batch()
     c = torch.zeros(B, C, dtype=torch.float64)
     c[torch.arange(B), (labels + 1) % C] = 0.9  # every sample confidently belongs elsewhere
