@@ -9,8 +9,10 @@ through the backbone, whose weights train too:
   those features initialise the head (its mean and PCA start) and are what Smooth
   Proxy-Anchor's phase 1 trains its confidence module on, exactly as in the frozen protocol;
 - training views: `weak_transform` (RandomResizedCrop +
-  flip); two-view methods get two independent weak views of each image through
-  `TwoViewDataset`; evaluation uses
+  flip); two-view methods get a weak and a `strong_transform` view of each image (colour
+  jitter, grayscale, blur on top; ``second_view="strong"``, the default) or two independent
+  weak views (``second_view="weak"``) through `TwoViewDataset`, drawn afresh every step;
+  evaluation uses
   `eval_transform` (Resize(S * 256 / 224) + CenterCrop(S));
 - BatchNorm layers stay in eval mode (``freeze_bn``, default on): their running statistics do
   not move while every weight, BatchNorm affine parameters included, trains;
@@ -103,6 +105,9 @@ class _OneView(torch.utils.data.Dataset):
         return self.transform(self.dataset.load_sample(i))
 
 
+SECOND_VIEWS = ("strong", "weak")
+
+
 def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
     """(weak training transform, evaluation transform) with the backbone's normalisation."""
     from ..datasets.transforms import eval_transform, weak_transform
@@ -112,6 +117,19 @@ def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
     weak = weak_transform(image_size, mean=b.mean, std=b.std)
     ev = eval_transform(image_size, round(image_size * 256 / 224), mean=b.mean, std=b.std)
     return _RGB(weak), _RGB(ev)
+
+
+def _second_view_transform(backbone: str, image_size: int, kind: str) -> Callable:
+    """The second view of two-view methods: ``"strong"`` (`strong_transform`) or ``"weak"``."""
+    from ..datasets.transforms import strong_transform
+    from ..models.backbones import BACKBONES
+
+    if kind not in SECOND_VIEWS:
+        raise ValueError(f"second_view must be one of {SECOND_VIEWS}, got {kind!r}")
+    if kind == "weak":
+        return _transforms(backbone, image_size)[0]
+    b = BACKBONES[backbone]
+    return _RGB(strong_transform(image_size, mean=b.mean, std=b.std))
 
 
 def _workers(dataset: Any) -> int:
@@ -219,12 +237,18 @@ def prepare_images(
 
 
 def _train_loader(
-    split: ImageSplit, weak: Callable, two_view: bool, batches: Sequence[torch.Tensor]
+    split: ImageSplit,
+    weak: Callable,
+    second: Callable | None,
+    batches: Sequence[torch.Tensor],
 ) -> torch.utils.data.DataLoader:
-    """Batches of images for the (position) index batches ``batches`` of ``split``."""
+    """Batches of images for the (position) index batches ``batches`` of ``split``: one weak
+    view per image, or (``second`` given) a weak and a ``second`` view."""
     from ..datasets import TwoViewDataset
 
-    ds = TwoViewDataset(split.dataset, weak, weak) if two_view else _OneView(split.dataset, weak)
+    ds = _OneView(split.dataset, weak) if second is None else TwoViewDataset(
+        split.dataset, weak, second
+    )
     rows = [[split.rows[i] for i in idx.tolist()] for idx in batches]
     return torch.utils.data.DataLoader(ds, batch_sampler=rows, num_workers=_workers(split.dataset))
 
@@ -251,6 +275,8 @@ def run_one_finetune(
     backbone.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions
     method.to(device)
     weak, ev = _transforms(data.backbone, data.image_size)
+    second_view = _second_view_transform(data.backbone, data.image_size, cfg["second_view"])
+    second = second_view if k == 2 else None
     groups = method.param_groups()
     if groups:
         groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
@@ -267,7 +293,7 @@ def run_one_finetune(
     def epoch_batches():
         # under torchrun, this rank's classes of every global batch (and only their images)
         batches = [distributed.local_share((i,), sampler.m)[0] for i in sampler.index_batches()]
-        loader = _train_loader(data.train_images, weak, k == 2, batches)
+        loader = _train_loader(data.train_images, weak, second, batches)
         for idx, images in zip(batches, loader, strict=True):
             views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
             idx_d = idx.to(device)

@@ -39,6 +39,8 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     "finetune": {
         "backbone_lr": 1e-4,  # AdamW lr of the backbone (head / proxies keep the method's lrs)
         "freeze_bn": True,  # BatchNorm layers in eval mode: running statistics stay fixed
+        # two-view methods: a weak and a strong (SimCLR-style) view per image; "weak": two weak
+        "second_view": "strong",
     },
 }
 
