@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from noisy_pml.noise import apply_noise
-from noisy_pml.trainers import DEFAULT_FOLDS, estimate_confidences
+from noisy_pml.trainers import DETECTION_FOLDS, estimate_confidences
 from noisy_pml.utils.noise_diagnostics import label_noise_scores, noise_detection_metrics
 
 SCORERS = ("spa_oof", "spa_single", "prism", "cleanlab", "cleanlab_spa")
@@ -160,7 +160,7 @@ def run_one(x, clean, num_classes, noise, seed, scorers, folds_list, epochs, oof
                 extra = flagged_metrics(torch.from_numpy(find_label_issues(noisy.numpy(), probs)),
                                         mask)
             elif label == "cleanlab_spa":
-                kk = folds_list[0] if folds_list else DEFAULT_FOLDS
+                kk = folds_list[0] if folds_list else DETECTION_FOLDS
                 if kk not in oof_cache:
                     oof_cache[kk] = estimate_confidences(torch.nn.Identity(), data, num_classes,
                                                          folds=kk, **common)
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     default=["symmetric:0.2", "symmetric:0.5", "small_cluster:0.25"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--scorers", nargs="+", default=list(SCORERS), choices=SCORERS)
-    ap.add_argument("--folds", nargs="+", type=int, default=[DEFAULT_FOLDS],
+    ap.add_argument("--folds", nargs="+", type=int, default=[DETECTION_FOLDS],
                     help="K values of spa_oof (the first also feeds cleanlab_spa)")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--threads", type=int, default=1)

@@ -1,12 +1,13 @@
 """Choose Smooth Proxy-Anchor's loss defaults on validation classes (issue #12).
 
-Runs Proxy-Anchor and Smooth PA variants that differ only in the loss (what becomes of
-unselected own-label pairs, the smoothing position mu, relabelling on or off) in the frozen
-protocol's validation mode: 20 classes carved out of the training classes, never the test
-classes. Phase 1 is the library's `estimate_confidences` at its defaults and is computed once
-per (noise, seed) and shared by the variants (`phase1_reused` in each record). Prints, per
-variant and noise, R@1 and MAP@R (mean over seeds) and the paired difference to Proxy-Anchor,
-and writes them to ``OUT/selection.md``; the runs go to ``OUT/results.jsonl`` (resumable):
+Runs Proxy-Anchor and Smooth PA variants that differ in the loss (what becomes of unselected
+own-label pairs, the smoothing position mu, relabelling on or off) or in phase 1's number of
+folds, in the frozen protocol's validation mode: 20 classes carved out of the training classes,
+never the test classes. Phase 1 is the library's `estimate_confidences` (at its defaults unless
+a variant sets ``conf_folds``), computed once per (noise, seed, phase-1 arguments) and shared by
+the variants (`phase1_reused` in each record). Prints, per variant and noise, R@1 and MAP@R
+(mean over seeds) and the paired difference to Proxy-Anchor, and
+writes them to ``OUT/selection.md``; the runs go to ``OUT/results.jsonl`` (resumable):
 
     python benchmarks/select_smooth_pa.py --dataset cars196 --data-root $NOISY_PML_DATA \
         --out benchmarks/results/spa_v3_select
@@ -26,16 +27,22 @@ from noisy_pml.bench.data import resolve_root
 from noisy_pml.bench.grid import run_grid
 from noisy_pml.bench.training import RunSpec
 
+NEG = ("unselected", "negative")  # the loss default when these variants were first run
+# names are part of the run keys: "smooth_pa" is the "negative" reading, pinned explicitly
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "smooth_pa": (),
+    "smooth_pa": (NEG,),
     "smooth_pa_ignore": (("unselected", "ignore"),),
-    "smooth_pa_mu0.05": (("smoothing_position", 0.05),),
+    "smooth_pa_mu0.05": (NEG, ("smoothing_position", 0.05)),
     "smooth_pa_ignore_mu0.05": (("unselected", "ignore"), ("smoothing_position", 0.05)),
-    "smooth_pa_labels": (("positive_set", "labels"),),
-    "smooth_pa_mu0.2": (("smoothing_position", 0.2),),
+    "smooth_pa_labels": (NEG, ("positive_set", "labels")),
+    "smooth_pa_mu0.2": (NEG, ("smoothing_position", 0.2)),
     "smooth_pa_ignore_mu0.2": (("unselected", "ignore"), ("smoothing_position", 0.2)),
-    "smooth_pa_unweighted_neg": (("weighted_negatives", False),),
-    "smooth_pa_labels_unweighted_neg": (("positive_set", "labels"), ("weighted_negatives", False)),
+    "smooth_pa_unweighted_neg": (NEG, ("weighted_negatives", False)),
+    "smooth_pa_labels_unweighted_neg": (NEG, ("positive_set", "labels"),
+                                        ("weighted_negatives", False)),
+    # phase 1: single model / 3 folds instead of the default 5 out-of-fold modules
+    "smooth_pa_ignore_single_model": (("unselected", "ignore"), ("conf_folds", 1)),
+    "smooth_pa_ignore_k3": (("unselected", "ignore"), ("conf_folds", 3)),
 }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..trainers.two_phase import DEFAULT_FOLDS
+from ..trainers.two_phase import DETECTION_FOLDS
 from .contact_sheet import contact_sheet
 from .label_issues import find_label_issues, write_csv
 
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "computing them")
     ap.add_argument("--top", type=int, default=None, help="rows in suspects.csv (default: all)")
     ap.add_argument("--sheet", type=int, default=36, help="suspects in the contact sheet")
-    ap.add_argument("--folds", type=int, default=DEFAULT_FOLDS, help="K of the cross-fitting")
+    ap.add_argument("--folds", type=int, default=DETECTION_FOLDS, help="K of the cross-fitting")
     ap.add_argument("--epochs", type=int, default=30, help="max epochs per confidence module")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backbone", default="efficientnet_lite0")

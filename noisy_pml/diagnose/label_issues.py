@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..trainers.two_phase import DEFAULT_FOLDS, dataset_labels, estimate_confidences
+from ..trainers.two_phase import DETECTION_FOLDS, dataset_labels, estimate_confidences
 from ..utils.checks import check_finite, check_labels, check_ndim
 from ..utils.noise_diagnostics import label_noise_scores
 
@@ -50,7 +50,7 @@ def find_label_issues(
     *,
     num_classes: int | None = None,
     top_k: int | None = None,
-    folds: int = DEFAULT_FOLDS,
+    folds: int = DETECTION_FOLDS,
     seed: int = 0,
     progress: bool = False,
     backbone: str = "efficientnet_lite0",

@@ -4,7 +4,7 @@ getter handing per-sample information to losses and miners."""
 from .batch_getter import batch_getter
 from .confidence_table import ConfidenceTable, IndexedDataset
 from .two_phase import (
-    DEFAULT_FOLDS,
+    DETECTION_FOLDS,
     HeldOutEarlyStopping,
     assign_folds,
     compute_confidences,
@@ -16,7 +16,7 @@ from .two_phase import (
 )
 
 __all__ = [
-    "DEFAULT_FOLDS",
+    "DETECTION_FOLDS",
     "ConfidenceTable",
     "HeldOutEarlyStopping",
     "IndexedDataset",
