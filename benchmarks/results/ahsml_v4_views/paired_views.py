@@ -27,7 +27,7 @@ def main(dataset: str) -> None:
     runs = {}
     for folder, tag in ((HERE.parent / f"ahsml_v3_{dataset}" / "lr_select", "1 view"),
                         (HERE / dataset, "4 views")):  # fmt: skip
-        for (method, noise, seed), rec in load(folder).items():
+        for (method, noise, seed), rec in load(folder, last_grid_only=True).items():
             if method in ("multi_similarity", "ahsml_ms"):
                 runs[(f"{method} {tag}", noise, seed)] = rec
     print(paired_table(runs, PAIRS), end="")
