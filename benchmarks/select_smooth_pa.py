@@ -27,22 +27,30 @@ from noisy_pml.bench.data import resolve_root
 from noisy_pml.bench.grid import run_grid
 from noisy_pml.bench.training import RunSpec
 
-NEG = ("unselected", "negative")  # the loss default when these variants were first run
-# names are part of the run keys: "smooth_pa" is the "negative" reading, pinned explicitly
+# Every variant names phase 1's folds and the `unselected` reading explicitly: the names are
+# part of the run keys, and these were first run when the defaults were K = 5 and "negative".
+NEG = ("unselected", "negative")
+IGN = ("unselected", "ignore")
+K5 = ("conf_folds", 5)
+ONE = ("conf_folds", 1)
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "smooth_pa": (NEG,),
-    "smooth_pa_ignore": (("unselected", "ignore"),),
-    "smooth_pa_mu0.05": (NEG, ("smoothing_position", 0.05)),
-    "smooth_pa_ignore_mu0.05": (("unselected", "ignore"), ("smoothing_position", 0.05)),
-    "smooth_pa_labels": (NEG, ("positive_set", "labels")),
-    "smooth_pa_mu0.2": (NEG, ("smoothing_position", 0.2)),
-    "smooth_pa_ignore_mu0.2": (("unselected", "ignore"), ("smoothing_position", 0.2)),
-    "smooth_pa_unweighted_neg": (NEG, ("weighted_negatives", False)),
-    "smooth_pa_labels_unweighted_neg": (NEG, ("positive_set", "labels"),
+    "smooth_pa": (NEG, K5),
+    "smooth_pa_ignore": (IGN, K5),
+    "smooth_pa_mu0.05": (NEG, K5, ("smoothing_position", 0.05)),
+    "smooth_pa_ignore_mu0.05": (IGN, K5, ("smoothing_position", 0.05)),
+    "smooth_pa_labels": (NEG, K5, ("positive_set", "labels")),
+    "smooth_pa_mu0.2": (NEG, K5, ("smoothing_position", 0.2)),
+    "smooth_pa_ignore_mu0.2": (IGN, K5, ("smoothing_position", 0.2)),
+    "smooth_pa_unweighted_neg": (NEG, K5, ("weighted_negatives", False)),
+    "smooth_pa_labels_unweighted_neg": (NEG, K5, ("positive_set", "labels"),
                                         ("weighted_negatives", False)),
-    # phase 1: single model / 3 folds instead of the default 5 out-of-fold modules
-    "smooth_pa_ignore_single_model": (("unselected", "ignore"), ("conf_folds", 1)),
-    "smooth_pa_ignore_k3": (("unselected", "ignore"), ("conf_folds", 3)),
+    # phase 1: one module / 3 folds instead of 5 out-of-fold modules
+    "smooth_pa_ignore_single_model": (IGN, ONE),
+    "smooth_pa_ignore_k3": (IGN, ("conf_folds", 3)),
+    # the smoothing's sharpness k at the chosen defaults (one module, "ignore"; k = 10 there)
+    "smooth_pa_ignore_single_model_k5": (IGN, ONE, ("smoothing_sharpness", 5.0)),
+    "smooth_pa_ignore_single_model_k30": (IGN, ONE, ("smoothing_sharpness", 30.0)),
+    "smooth_pa_ignore_single_model_step": (IGN, ONE, ("smoothing_sharpness", float("inf"))),
 }
 
 
