@@ -12,6 +12,7 @@ forward + backward and reports the growth of the process's peak resident set
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
@@ -23,7 +24,8 @@ from pathlib import Path
 
 CONFIGS = [(120, 100, 512), (512, 1000, 512), (1024, 11318, 512), (1024, 100000, 128)]
 REPEATS = {100: 200, 1000: 25, 11318: 7, 100000: 3}  # many cheap repeats: load spikes
-METHODS = ["matmul", "pml", "ours", "ours+conf", "ours+conf unweighted-neg", "ours+conf labels"]
+METHODS = ["matmul", "pml", "ours", "ours+conf", "ours+conf negative", "ours+conf unweighted-neg",
+           "ours+conf labels"]
 
 
 def build(method: str, B: int, C: int, d: int):
@@ -38,7 +40,11 @@ def build(method: str, B: int, C: int, d: int):
     emb = torch.randn(B, d, requires_grad=True)
     labels = torch.randint(0, C, (B,))
     if method.startswith("ours+conf"):  # only here: a transient B x C would hide in maxrss
-        conf = torch.rand(B, C).mul_(0.4)  # noisy-web-like: one or two confident classes
+        # noisy-web-like: one or two confident classes per sample, every other class below the
+        # loss's positive threshold (its default smoothing position mu), as a one-vs-all BCE
+        # module over many classes gives them
+        mu = inspect.signature(SmoothProxyAnchorLoss).parameters["smoothing_position"].default
+        conf = torch.rand(B, C).mul_(0.8 * mu)
         conf[torch.arange(B), labels] = 0.5 + 0.5 * torch.rand(B)
         conf[torch.arange(B), torch.randint(0, C, (B,))] = 0.9
     if method == "matmul":
@@ -53,6 +59,8 @@ def build(method: str, B: int, C: int, d: int):
         return lambda: loss(emb, labels).backward()
     kwargs = {"weighted_negatives": "unweighted" not in method,
               "positive_set": "labels" if method.endswith("labels") else "confidence"}
+    if method.endswith("negative"):
+        kwargs["unselected"] = "negative"
     loss = SmoothProxyAnchorLoss(C, d, **kwargs)
     if method == "ours":
         return lambda: loss(emb, labels).backward()
@@ -130,8 +138,9 @@ def main() -> None:
         f"{os.cpu_count()} cores (shared machine: absolute times are noisy, ratios less so).",
         "`matmul` = normalize + B x C cosine matmul + its backward (the floor); `pml` = "
         "pytorch_metric_learning ProxyAnchorLoss; `ours` = SmoothProxyAnchorLoss without "
-        "confidences (= Proxy-Anchor); `ours+conf` = with (B, C) confidences, relabelling, "
-        "weighted negatives; `unweighted-neg` / `labels` = the other (R) options.",
+        "confidences (= Proxy-Anchor); `ours+conf` = with (B, C) confidences at the loss's "
+        "defaults (relabelling, weighted negatives, unselected own-label pairs ignored); "
+        "`negative` / `unweighted-neg` / `labels` = the other (R) options.",
         "",
         "| B | C | d | method | time (ms) | vs pml | vs matmul | peak mem (MiB) |",
         "|---|---|---|---|---|---|---|---|",
