@@ -6,7 +6,7 @@ and reports the median of the repeats. Memory: one fresh subprocess per (config,
 forward + backward and reports the growth of the process's peak resident set
 (``resource.getrusage(...).ru_maxrss``) over the inputs already allocated.
 
-    PYTHONPATH=. python benchmarks/bench_smooth_proxy_anchor.py [--quick] [--out PATH]
+    PYTHONPATH=. python benchmarks/bench_smooth_proxy_anchor.py [--quick] [--threads N] [--out PATH]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 CONFIGS = [(120, 100, 512), (512, 1000, 512), (1024, 11318, 512), (1024, 100000, 128)]
-REPEATS = {100: 200, 1000: 25, 11318: 7, 100000: 3}  # many cheap repeats: load spikes
+REPEATS = {100: 200, 1000: 25, 11318: 7, 100000: 5}  # many cheap repeats: load spikes
 METHODS = ["matmul", "pml", "ours", "ours+conf", "ours+conf negative", "ours+conf unweighted-neg",
            "ours+conf labels"]
 
@@ -104,9 +104,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="first two configs only")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
                                               "smooth_proxy_anchor_speed.md"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of every measurement (1: both sides of each ratio "
+                             "on one core, the least disturbed by other jobs on a shared CPU)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        import torch
+
+        torch.set_num_threads(args.threads)
         kind, *rest = args.child
         if kind == "time":
             B, C, d, r = map(int, rest)
@@ -120,8 +126,10 @@ def main() -> None:
 
     rows = []
     for B, C, d in CONFIGS[:2] if args.quick else CONFIGS:
-        t = run_child(["--child", "time", str(B), str(C), str(d), str(REPEATS[C])])
-        mem = {m: run_child(["--child", "mem", m, str(B), str(C), str(d)]) for m in METHODS}
+        threads = ["--threads", str(args.threads)]
+        t = run_child([*threads, "--child", "time", str(B), str(C), str(d), str(REPEATS[C])])
+        mem = {m: run_child([*threads, "--child", "mem", m, str(B), str(C), str(d)])
+               for m in METHODS}  # fmt: skip
         rows.append(((B, C, d), t, mem))
         print((B, C, d), t, mem, flush=True)
 
@@ -129,8 +137,8 @@ def main() -> None:
         "# Smooth Proxy-Anchor: forward + backward speed and peak memory",
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, float32, CPU. Command: "
-        "`PYTHONPATH=. python benchmarks/bench_smooth_proxy_anchor.py`.",
+        f"{args.threads} thread(s), float32, CPU. Command: "
+        f"`PYTHONPATH=. python benchmarks/bench_smooth_proxy_anchor.py --threads {args.threads}`.",
         "Time: median of repeats, all methods round-robin in one process per config. Memory: "
         "growth of peak RSS (getrusage ru_maxrss) during one forward + backward, fresh "
         "subprocess per method after a tiny warm-up, inputs already allocated.",
