@@ -307,3 +307,16 @@ def test_stopping_criterion_errors_are_clear():
     with pytest.raises(ValueError, match="patience"):
         HeldOutEarlyStopping(torch.nn.Identity(), ConfidenceModule(2, 2, None), None,
                              patience=0)
+
+
+def test_phase1_scores_with_one_module_by_default_and_diagnose_cross_fits():
+    # chosen on validation classes (benchmarks/results/spa_v3_select/): the loss trains on one
+    # module's confidences; finding mislabelled samples uses K = DETECTION_FOLDS out-of-fold
+    import inspect
+
+    from noisy_pml.diagnose import find_label_issues
+    from noisy_pml.trainers import DETECTION_FOLDS
+
+    assert inspect.signature(estimate_confidences).parameters["folds"].default == 1
+    assert DETECTION_FOLDS == 5
+    assert inspect.signature(find_label_issues).parameters["folds"].default == DETECTION_FOLDS
