@@ -1,8 +1,10 @@
 """Smooth Proxy-Anchor's two phases through PML's trainers as shipped, with the trunk frozen.
 
 Phase 1 (`confidence_trainer`): ``TrainWithClassifier`` trains a `ConfidenceModule` on the
-frozen trunk's features with BCE against the noisy labels; `estimate_confidences` runs it with
-K-fold cross-fitting so that every sample is scored by a module that never trained on it.
+frozen trunk's features with BCE against the noisy labels; `estimate_confidences` runs it end to
+end, one module scoring every sample (the default, best for training the loss) or with K-fold
+cross-fitting so that every sample is scored by a module that never trained on it (best for
+finding mislabelled samples).
 Between phases, `compute_confidences` fills a `ConfidenceTable`. Phase 2 (`embedding_trainer`):
 ``MetricLossOnly`` trains the embedder with `SmoothProxyAnchorLoss`, which reads the batch's
 confidences from the table.
