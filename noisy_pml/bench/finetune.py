@@ -119,15 +119,16 @@ def _transforms(backbone: str, image_size: int) -> tuple[Callable, Callable]:
     return _RGB(weak), _RGB(ev)
 
 
-def _second_view_transform(backbone: str, image_size: int, kind: str) -> Callable:
-    """The second view of two-view methods: ``"strong"`` (`strong_transform`) or ``"weak"``."""
+def _second_view_transform(backbone: str, image_size: int, kind: str, weak: Callable) -> Callable:
+    """The second view of two-view methods: ``"strong"`` (`strong_transform`) or ``"weak"``
+    (``weak``, the first view's transform)."""
     from ..datasets.transforms import strong_transform
     from ..models.backbones import BACKBONES
 
     if kind not in SECOND_VIEWS:
         raise ValueError(f"second_view must be one of {SECOND_VIEWS}, got {kind!r}")
     if kind == "weak":
-        return _transforms(backbone, image_size)[0]
+        return weak
     b = BACKBONES[backbone]
     return _RGB(strong_transform(image_size, mean=b.mean, std=b.std))
 
@@ -275,8 +276,8 @@ def run_one_finetune(
     backbone.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions
     method.to(device)
     weak, ev = _transforms(data.backbone, data.image_size)
-    second_view = _second_view_transform(data.backbone, data.image_size, cfg["second_view"])
-    second = second_view if k == 2 else None
+    # checked for every method, used by two-view ones
+    second = _second_view_transform(data.backbone, data.image_size, cfg["second_view"], weak)
     groups = method.param_groups()
     if groups:
         groups.append({"params": list(backbone.parameters()), "lr": cfg["backbone_lr"]})
@@ -293,7 +294,7 @@ def run_one_finetune(
     def epoch_batches():
         # under torchrun, this rank's classes of every global batch (and only their images)
         batches = [distributed.local_share((i,), sampler.m)[0] for i in sampler.index_batches()]
-        loader = _train_loader(data.train_images, weak, second, batches)
+        loader = _train_loader(data.train_images, weak, second if k == 2 else None, batches)
         for idx, images in zip(batches, loader, strict=True):
             views = images[:2] if k == 2 else [images]  # TwoViewDataset: (v1, v2, y, i)
             idx_d = idx.to(device)

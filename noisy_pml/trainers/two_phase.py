@@ -456,7 +456,6 @@ class HeldOutEarlyStopping:
         self.loss_fn: Callable = ConfidenceBCELoss(module.num_classes)
         self.best_state, self.bad_epochs = None, 0
         self.best_metrics: dict[str, float] | None = None
-        self._best_score: tuple[float, ...] = (math.inf,)
         self.history: list[float] = []  # held-out BCE per epoch
         self.accuracy_history: list[float] = []  # held-out noisy-label accuracy per epoch
         self.stopped_early = False
@@ -497,10 +496,8 @@ class HeldOutEarlyStopping:
         metrics = self.held_out_metrics()
         self.history.append(metrics["bce"])
         self.accuracy_history.append(metrics["accuracy"])
-        score = self._score(metrics)
-        if score < self._best_score:
-            self._best_score, self.bad_epochs = score, 0
-            self.best_metrics = metrics
+        if self.best_metrics is None or self._score(metrics) < self._score(self.best_metrics):
+            self.best_metrics, self.bad_epochs = metrics, 0
             self.best_state = copy.deepcopy(self.module.state_dict())
             return True
         self.bad_epochs += 1

@@ -97,16 +97,17 @@ def test_finetune_lite0_on_real_cub_smoke(data_root, tmp_path):
 
 
 def test_two_view_methods_get_a_weak_and_a_strong_view_by_default():
-    from noisy_pml.bench.finetune import _second_view_transform
+    from noisy_pml.bench.finetune import _second_view_transform, _transforms
 
     assert get_method("ahsml_ms").config(protocol="finetune")["second_view"] == "strong"
     assert "second_view" not in get_method("ahsml_ms").config()  # frozen run keys unchanged
-    strong = repr(_second_view_transform("tiny_cnn", 32, "strong").transform)
-    weak = repr(_second_view_transform("tiny_cnn", 32, "weak").transform)
+    first, _ = _transforms("tiny_cnn", 32)
+    strong = repr(_second_view_transform("tiny_cnn", 32, "strong", first).transform)
+    weak = repr(_second_view_transform("tiny_cnn", 32, "weak", first).transform)
     assert "ColorJitter" in strong and "GaussianBlur" in strong
     assert "ColorJitter" not in weak and "RandomResizedCrop" in weak
     with pytest.raises(ValueError, match="second_view must be one of"):
-        _second_view_transform("tiny_cnn", 32, "blurry")
+        _second_view_transform("tiny_cnn", 32, "blurry", first)
     with pytest.raises(ValueError, match="second_view must be one of"):
         over = (*TINY, ("second_view", "blurry"))  # one-view methods check it too
         run_one_finetune(prepare_data(SPEC), RunSpec("proxy_anchor", overrides=over))
