@@ -301,7 +301,7 @@ def run_one_finetune(
             yield (*(v.to(device) for v in views), labels[idx_d], idx_d)
 
     with distributed.training(method, backbone) as (trained_backbone,):
-        losses, epoch_seconds = fit(
+        hist = fit(
             method,
             groups,
             cfg,
@@ -330,8 +330,9 @@ def run_one_finetune(
         train_seconds=round(train_seconds, 3),
         eval_seconds=round(eval_seconds, 3),
         feature_seconds=round(data.feature_seconds, 1),
-        loss_per_epoch=[round(v, 5) for v in losses],
-        epoch_seconds=epoch_seconds,
+        loss_per_epoch=[round(v, 5) for v in hist.losses],
+        epoch_seconds=hist.seconds,
+        **({"collapse_per_epoch": hist.stats} if hist.stats else {}),
         device=str(device),
         **distributed.record_fields(),
     )

@@ -63,7 +63,7 @@ def run_frozen(
             yield tuple(t.to(device) for t in batch)
 
     with distributed.training(method):
-        losses, _ = fit(method, groups, cfg, epoch_batches, two_view=k == 2)
+        hist = fit(method, groups, cfg, epoch_batches, two_view=k == 2)
     train_seconds = time.perf_counter() - t0
     if not distributed.is_main():
         return None  # rank 0 evaluates and writes
@@ -82,6 +82,7 @@ def run_frozen(
         train_seconds=round(train_seconds, 3),
         eval_seconds=round(eval_seconds, 3),
         feature_seconds=round(data.feature_seconds, 1),
-        loss_per_epoch=[round(v, 5) for v in losses],
+        loss_per_epoch=[round(v, 5) for v in hist.losses],
+        **({"collapse_per_epoch": hist.stats} if hist.stats else {}),
         **distributed.record_fields(),
     )

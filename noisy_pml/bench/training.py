@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -27,6 +27,7 @@ from .methods import TrainSet
 from .registry import get_method
 
 __all__ = [
+    "FitHistory",
     "RunSpec",
     "balanced_sampler",
     "build_method",
@@ -42,6 +43,28 @@ def make_optimizer(groups: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.o
     return torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
+class FitHistory(NamedTuple):
+    """Per-epoch history of `fit`."""
+
+    losses: list[float]  # mean training loss
+    seconds: list[float]  # wall time
+    # mean over the epoch's batches of every collapse statistic the method's modules record
+    # (`noisy_pml.utils.ahsml.COLLAPSE_STATISTICS`: AHSML's losses); empty for other methods
+    stats: dict[str, list[float]]
+
+
+def _watched_statistics(method: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of the collapse statistics the method's modules record."""
+    from ..utils.ahsml import COLLAPSE_STATISTICS
+
+    return [(n, m) for m in method.modules() for n in COLLAPSE_STATISTICS if hasattr(m, n)]
+
+
+def _nanmean(values: list[float]) -> float | None:
+    kept = [v for v in values if v == v]  # a batch without, e.g., augmentation pairs gives NaN
+    return round(sum(kept) / len(kept), 5) if kept else None
+
+
 def fit(
     method: torch.nn.Module,
     groups: list[dict[str, Any]],
@@ -51,8 +74,9 @@ def fit(
     encode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     on_epoch_start: Callable[[], None] | None = None,
     clip: float = 10.0,
-) -> tuple[list[float], list[float]]:
-    """Train ``method`` for ``cfg["epochs"]`` epochs; return (mean loss, seconds) per epoch.
+) -> FitHistory:
+    """Train ``method`` for ``cfg["epochs"]`` epochs; return the per-epoch `FitHistory` (mean
+    loss, seconds, and the collapse statistics of AHSML's losses, averaged over each epoch).
 
     Args:
         method: a benchmark method (``compute_loss(x, labels, index)``, ``receivers()``).
@@ -65,18 +89,19 @@ def fit(
         on_epoch_start: e.g. putting modules in train mode.
         clip: gradient value clipping.
     """
-    losses: list[float] = []
-    seconds: list[float] = []
+    hist = FitHistory([], [], {})
     if not groups or cfg["epochs"] <= 0:
-        return losses, seconds
+        return hist
     opt = make_optimizer(groups, cfg)
     params = [p for grp in groups for p in grp["params"]]
     getter = batch_getter(*method.receivers(), layout="concat" if two_view else "single")
+    watched = _watched_statistics(method)
     for _ in range(cfg["epochs"]):
         t0 = time.perf_counter()
         if on_epoch_start is not None:
             on_epoch_start()
         total, steps = 0.0, 0
+        batch_stats: dict[str, list[float]] = {name: [] for name, _ in watched}
         for batch in epoch_batches():
             data, labels = getter(batch)
             x = encode(data) if encode is not None else data
@@ -87,9 +112,13 @@ def fit(
                 torch.nn.utils.clip_grad_value_(params, clip)
                 opt.step()
             total, steps = total + float(loss.detach()), steps + 1
-        losses.append(total / max(steps, 1))
-        seconds.append(round(time.perf_counter() - t0, 2))
-    return losses, seconds
+            for name, module in watched:
+                batch_stats[name].append(float(getattr(module, name)))
+        hist.losses.append(total / max(steps, 1))
+        hist.seconds.append(round(time.perf_counter() - t0, 2))
+        for name, values in batch_stats.items():
+            hist.stats.setdefault(name, []).append(_nanmean(values))
+    return hist
 
 
 @dataclass(frozen=True)

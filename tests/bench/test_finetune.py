@@ -48,6 +48,8 @@ def test_two_view_and_two_phase_methods_finetune(method):
     data = prepare_data(SPEC)
     rec, _, trained = run_one_finetune(data, RunSpec(method, "symmetric:0.2", overrides=over))
     assert _finite(rec)
+    if method == "ahsml_ms":  # its collapse signals, one value per epoch
+        assert len(rec["collapse_per_epoch"]["mean_augmentation_similarity"]) == 1
     if method == "smooth_proxy_anchor":  # phase 1 ran on the frozen features of every image
         assert trained.confidence_table.shape == (len(data.train_labels), data.num_classes)
         assert rec["detection"] is not None

@@ -132,3 +132,20 @@ def test_smooth_pa_variants_share_one_phase1_table_and_say_so(tmp_path, monkeypa
     assert [i["phase1_reused"] for i in infos] == [False, True, False, False]
     assert torch.equal(tables[0], tables[1]) and tables[0] is not tables[1]
     assert not torch.equal(tables[0], tables[2]) and not torch.equal(tables[0], tables[3])
+
+
+def test_ahsml_records_its_collapse_statistics_per_epoch_and_ms_records_none():
+    from noisy_pml.utils.ahsml import COLLAPSE_STATISTICS
+
+    data = prepare_data(DataSpec("digits", aug_views=1))
+    two = (("epochs", 2),)
+    ahsml = bench_run.run_one(data, RunSpec("ahsml_ms", "symmetric:0.3", 0, overrides=two))
+    stats = ahsml["collapse_per_epoch"]
+    assert set(stats) == set(COLLAPSE_STATISTICS)
+    assert all(len(v) == 2 for v in stats.values())
+    spread = stats["embedding_spread"]
+    assert all(0 <= s <= 1 for s in spread)  # 1 - |mean direction|^2
+    neg, pos = stats["mean_negative_similarity"], stats["mean_positive_similarity"]
+    assert all(n < p for n, p in zip(neg, pos, strict=True))  # not collapsed: positives closer
+    ms = bench_run.run_one(data, RunSpec("multi_similarity", "symmetric:0.3", 0, overrides=two))
+    assert "collapse_per_epoch" not in ms
