@@ -53,11 +53,17 @@ class FitHistory(NamedTuple):
     stats: dict[str, list[float]]
 
 
-def _watched_statistics(method: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """(name, module) of the collapse statistics the method's modules record."""
+def _watched_statistics(method: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The collapse statistics the method's modules record: name -> the first module that
+    records it (a loss, not a wrapper around it)."""
     from ..utils.ahsml import COLLAPSE_STATISTICS
 
-    return [(n, m) for m in method.modules() for n in COLLAPSE_STATISTICS if hasattr(m, n)]
+    watched: dict[str, torch.nn.Module] = {}
+    for module in method.modules():
+        for name in COLLAPSE_STATISTICS:
+            if hasattr(module, name):
+                watched.setdefault(name, module)
+    return watched
 
 
 def _nanmean(values: list[float]) -> float | None:
@@ -101,7 +107,7 @@ def fit(
         if on_epoch_start is not None:
             on_epoch_start()
         total, steps = 0.0, 0
-        batch_stats: dict[str, list[float]] = {name: [] for name, _ in watched}
+        batch_stats: dict[str, list[float]] = {name: [] for name in watched}
         for batch in epoch_batches():
             data, labels = getter(batch)
             x = encode(data) if encode is not None else data
@@ -112,7 +118,7 @@ def fit(
                 torch.nn.utils.clip_grad_value_(params, clip)
                 opt.step()
             total, steps = total + float(loss.detach()), steps + 1
-            for name, module in watched:
+            for name, module in watched.items():
                 batch_stats[name].append(float(getattr(module, name)))
         hist.losses.append(total / max(steps, 1))
         hist.seconds.append(round(time.perf_counter() - t0, 2))
