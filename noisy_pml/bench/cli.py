@@ -312,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-only",
         action="store_true",
         help="run nothing: write the tables and plots of this grid's runs already in "
-        "--out/results.jsonl (e.g. a grid still running in another process)",
+        "--out/results.jsonl (e.g. a grid still running in another process); a selection "
+        "is replayed from its finished validation runs, and a method whose selection has "
+        "not finished is left out",
     )
     b.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -444,8 +446,13 @@ def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | N
 
 
 def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """Search on the validation classes: (chosen overrides per method, keys of the val runs)."""
-    from .grid import run_grid, run_key
+    """Search on the validation classes: (chosen overrides per method, keys of the val runs).
+
+    With ``--report-only`` nothing trains: each candidate is scored from its finished
+    validation runs, and a method whose candidates have not all finished gets
+    ``{"values": None, "finished": "k of n candidates"}`` (its test runs are not tabled).
+    """
+    from .grid import RESULTS_NAME, read_results, run_grid, run_key
     from .training import RunSpec
 
     sel = plan["select"] or {}
@@ -464,28 +471,36 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             keys = sorted(grid)
             product = itertools.product(*(grid[k] for k in keys))
             candidates = [dict(zip(keys, values, strict=True)) for values in product]
-        best, best_score = None, -1.0
+        best, best_score, finished = None, -1.0, 0
         for extra in candidates:
             runs = [RunSpec(method, n, seed, "val", tuple(sorted(extra.items()))) for n in noises]
-            recs = run_grid(
-                data_spec,
-                runs,
-                args.out,
-                args.data_root,
-                args.cache_dir,
-                progress=not args.quiet,
-                cfg_for=lambda r, e=extra: _cfg_for_method(plan, r.method, e),
-                val_classes=args.val_classes,
-                device=args.device,
-            )
-            cfgs = [_cfg_for_method(plan, method, extra)]
-            run_keys.update(run_key(data_spec, r, cfgs[0]) for r in runs)
+            cfg = _cfg_for_method(plan, method, extra)
+            keys = {run_key(data_spec, r, cfg) for r in runs}
+            run_keys.update(keys)
+            if args.report_only:  # score from the finished validation runs; train nothing
+                recs = [r for r in read_results(Path(args.out) / RESULTS_NAME)
+                        if r.get("key") in keys]  # fmt: skip
+                if len({r["key"] for r in recs}) < len(keys):
+                    continue
+            else:
+                recs = run_grid(
+                    data_spec,
+                    runs,
+                    args.out,
+                    args.data_root,
+                    args.cache_dir,
+                    progress=not args.quiet,
+                    cfg_for=lambda r, e=extra: _cfg_for_method(plan, r.method, e),
+                    val_classes=args.val_classes,
+                    device=args.device,
+                )
+            finished += 1
             mine = [
                 r
                 for r in recs
                 if r["mode"] == "val"
                 and r["method"] == method
-                and r["cfg"] == cfgs[0]
+                and r["cfg"] == cfg
                 and r["seed"] == seed
                 and r["noise"] in noises
             ]
@@ -493,6 +508,15 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             log(f"  select {method} {extra}: val {metric} {100 * score:.2f}")
             if score > best_score:
                 best, best_score = extra, score
+        if finished < len(candidates):  # only with --report-only
+            chosen[method] = {"values": None, "finished": f"{finished} of {len(candidates)}"}
+            # printed even with --quiet: the report leaves this method's test runs out
+            print(
+                f"--report-only: the selection for {method} is not finished ({finished} of "
+                f"{len(candidates)} candidates): its test runs are left out",
+                file=sys.stderr,
+            )
+            continue
         chosen[method] = {
             "values": best,
             "metric": metric,
@@ -585,11 +609,6 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         plan["aug_image_size"],
     )
     out = Path(args.out)
-    if args.report_only and (args.select or plan["select"]):
-        raise ValueError(
-            "--report-only cannot replay a hyperparameter selection ('select' / --select): "
-            "rerun the full command instead (finished runs are read back, not repeated)"
-        )
     if args.report_only and not (out / "results.jsonl").exists():
         raise ValueError(f"--report-only: no results file {out / 'results.jsonl'}")
     created = not out.exists()
@@ -600,6 +619,11 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed run leaves no empty output folder behind
         raise
+
+
+def _selection_unfinished(chosen: dict[str, dict[str, Any]], method: str) -> bool:
+    """--report-only on a grid whose selection for ``method`` has not finished."""
+    return method in chosen and chosen[method]["values"] is None
 
 
 def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[str, Any]], str]:
@@ -636,10 +660,14 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
             for method in [] if args.only_variants else plan["methods"]:
                 if method == "frozen_features" and noise != "clean":
                     continue  # no training: the labels do not matter
+                if _selection_unfinished(chosen, method):
+                    continue
                 extra = (chosen.get(method) or {}).get("values") or {}
                 runs.append(RunSpec(method, noise, seed, "test", tuple(sorted(extra.items()))))
         for v in plan["variants"]:
             if seed not in v.get("seeds", plan["seeds"]):
+                continue
+            if _selection_unfinished(chosen, v["method"]):
                 continue
             base = (chosen.get(v["method"]) or {}).get("values") or {}
             extra = {**base, **v.get("set", {})}

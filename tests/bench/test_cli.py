@@ -339,3 +339,53 @@ def test_table_says_when_finished_runs_were_reused(tmp_path, capsys):
     assert note in capsys.readouterr().err  # printed even with --quiet
     assert note in (tmp_path / "results.md").read_text()
     assert "Hyperparameters: the defaults of noisy-pml" in (tmp_path / "results.md").read_text()
+
+
+def _selection_grid(tmp_path):
+    grid = {
+        "dataset": "digits", "methods": ["proxy_anchor", "contrastive"], "noise": ["clean"],
+        "seeds": [0], "set": {"epochs": 1},
+        "select": {"noise": ["clean"], "seed": 0, "metric": "MAP@R",
+                   "grid": {"proxy_anchor": {"lr": [1e-3, 1e-2]},
+                            "contrastive": {"lr": [1e-3, 1e-2]}}},
+    }  # fmt: skip
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(grid))
+    return ["bench", "--config", str(path), "--no-plots", "--quiet", "--out", str(tmp_path)]
+
+
+def test_report_only_replays_a_finished_selection_without_training(tmp_path, capsys, monkeypatch):
+    from noisy_pml.bench import run as bench_run
+
+    cmd = _selection_grid(tmp_path)
+    assert main(cmd) == 0
+    full = json.loads((tmp_path / "results.json").read_text())
+    capsys.readouterr()
+
+    def boom(*a, **k):
+        raise AssertionError("--report-only trained a run")
+
+    monkeypatch.setattr(bench_run, "run_one", boom)
+    assert main([*cmd, "--report-only"]) == 0
+    replay = json.loads((tmp_path / "results.json").read_text())
+    assert replay["chosen_hyperparameters"] == full["chosen_hyperparameters"]
+    assert replay["summary"] == full["summary"]
+    assert "2 of 2 runs of this grid found" in capsys.readouterr().err
+
+
+def test_report_only_leaves_out_a_method_whose_selection_is_unfinished(tmp_path, capsys):
+    cmd = _selection_grid(tmp_path)
+    assert main(cmd) == 0
+    path = tmp_path / "results.jsonl"
+    recs = _lines(path)
+    # forget one contrastive validation run: its selection is now 1 of 2 candidates
+    dropped = next(r for r in recs if r["method"] == "contrastive" and r["mode"] == "val")
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs if r is not dropped))
+    capsys.readouterr()
+    assert main([*cmd, "--report-only"]) == 0
+    err = capsys.readouterr().err
+    assert "selection for contrastive is not finished (1 of 2 candidates)" in err
+    assert "1 of 1 runs of this grid found" in err
+    assert len(_lines(path)) == len(recs) - 1  # nothing ran
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert "proxy_anchor" in summary and "contrastive" not in summary
