@@ -266,7 +266,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(records, "test")
-    md = f"## {title}\n\n" + markdown_tables(summary, order)
+    tables = markdown_tables(summary, order) if summary else "No test run has finished yet.\n"
+    md = f"## {title}\n\n" + tables
     val = [r for r in records if r.get("mode") == "val"]
     if val:
         md += "\n" + selection_table(val, (extra or {}).get("chosen_hyperparameters", {}))

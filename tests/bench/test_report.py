@@ -55,3 +55,12 @@ def test_markdown_orders_noise_columns_and_shows_mean_pm_std():
     md = markdown_tables(summarize(recs))
     assert "| method | clean | symmetric:0.2 | symmetric:0.5 |" in md
     assert "| pa | 51.0 ± 1.0 | 51.0 ± 1.0 | 51.0 ± 1.0 |" in md
+
+
+def test_a_report_without_finished_test_runs_says_so(tmp_path):
+    from noisy_pml.bench.report import write_report
+
+    val = {**_rec("pa", "clean", 0, 0.5), "mode": "val", "cfg": {"lr": 1e-3}}
+    md = write_report([val], tmp_path, "grid", plots=False)
+    assert "No test run has finished yet." in md
+    assert "| method |  |" not in md  # no empty table
