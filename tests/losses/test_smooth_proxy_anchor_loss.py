@@ -447,3 +447,13 @@ def test_set_batch_info_indices_without_a_source_raise():
 def test_bad_unselected_option_raises():
     with pytest.raises(ValueError, match="unselected must be one of"):
         SmoothProxyAnchorLoss(C, D, unselected="drop")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 40, 10**6])
+def test_positive_positions_in_blocks_of_rows_equal_one_nonzero(chunk):
+    from noisy_pml.losses.smooth_proxy_anchor_loss import flat_positions_at_least
+
+    c = torch.rand(13, 9, generator=torch.Generator().manual_seed(0))
+    want = torch.nonzero((c >= 0.7).view(-1)).squeeze(1)
+    assert torch.equal(flat_positions_at_least(c, 0.7, chunk=chunk), want)
+    assert flat_positions_at_least(c[:0], 0.7, chunk=chunk).numel() == 0  # empty batch
