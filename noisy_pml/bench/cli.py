@@ -462,6 +462,8 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
     metric = sel.get("metric", "MAP@R")
     chosen: dict[str, dict[str, Any]] = {}
     run_keys: set[str] = set()
+    # --report-only scores candidates from the finished runs: the results file, read once
+    finished_runs = read_results(Path(args.out) / RESULTS_NAME) if args.report_only else []
     for method, grid in grids.items():
         if method not in plan["methods"]:
             continue
@@ -478,8 +480,7 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             keys = {run_key(data_spec, r, cfg) for r in runs}
             run_keys.update(keys)
             if args.report_only:  # score from the finished validation runs; train nothing
-                recs = [r for r in read_results(Path(args.out) / RESULTS_NAME)
-                        if r.get("key") in keys]  # fmt: skip
+                recs = [r for r in finished_runs if r.get("key") in keys]
                 if len({r["key"] for r in recs}) < len(keys):
                     continue
             else:
