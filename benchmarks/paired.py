@@ -7,8 +7,9 @@ Each ``A=B`` prints, per noise, A minus B in R@1 and MAP@R (percentage points) f
 that has both runs on the test classes, their mean ± sample std and how many seeds are positive.
 A pair whose noisy labels differ (``noisy_labels_sha1``) is an error, not a skipped seed.
 
-`load`, `paired_deltas` and `mean_std` are also what the per-grid scripts under
-benchmarks/results/ (``paired_differences.py``) build their own tables from.
+With ``--runs``, a table of every test run (metrics, detection AUROC, wall times, run key)
+follows. `load`, `paired_deltas`, `mean_std` and `per_run_table` are also what the per-grid
+scripts under benchmarks/results/ (``paired_differences.py``) build their own tables from.
 """
 
 from __future__ import annotations
@@ -97,13 +98,45 @@ def paired_table(runs: dict[Cell, dict], pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_run_table(
+    runs: dict[Cell, dict],
+    methods: set[str] | None = None,
+    noises: set[str] | None = None,
+) -> str:
+    """Every test run (of ``methods`` at ``noises`` when given), seed by seed: R@1 and MAP@R in
+    %, the detection AUROC of a method that scores samples, wall times and the run key."""
+    lines = [
+        "### Every run (R@1 / MAP@R in %, wall times in s on a shared 2-core CPU, 1 thread)",
+        "",
+        "| method | noise | seed | R@1 | MAP@R | detection AUROC | train s | eval s | run key |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (method, noise, seed), r in sorted(runs.items(), key=lambda kv: (kv[0][2], *kv[0][:2])):
+        if (methods is not None and method not in methods) or (
+            noises is not None and noise not in noises
+        ):
+            continue
+        det = r.get("detection") or {}
+        auroc = f"{100 * det['auroc']:.1f}" if "auroc" in det else "-"
+        lines.append(
+            f"| {method} | {noise} | {seed} | {100 * r['metrics']['R@1']:.1f} | "
+            f"{100 * r['metrics']['MAP@R']:.1f} | {auroc} | {r['train_seconds']:.0f} | "
+            f"{r['eval_seconds']:.0f} | {r.get('key', '-')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("pairs", nargs="+", metavar="A=B")
+    ap.add_argument("--runs", action="store_true", help="also list every test run")
     args = ap.parse_args(argv)
     pairs = [tuple(p.split("=", 1)) for p in args.pairs]
-    print(paired_table(load(args.folder), pairs), end="")
+    runs = load(args.folder)
+    print(paired_table(runs, pairs), end="")
+    if args.runs:
+        print("\n" + per_run_table(runs), end="")
 
 
 if __name__ == "__main__":

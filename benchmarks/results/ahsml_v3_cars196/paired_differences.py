@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/: the shared pieces
-from paired import load, mean_std, paired_deltas  # noqa: E402
+from paired import load, mean_std, paired_deltas, per_run_table  # noqa: E402
 
 NOISES = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 SHORT = {"symmetric:0.3": "sym 30 %", "symmetric:0.7": "sym 70 %", "small_cluster:0.25": "sc 25 %"}
@@ -125,33 +125,14 @@ def means_table(recs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def per_run_table(recs) -> str:
-    lines = [
-        "### Every run (R@1 / MAP@R in %, wall times in s on a shared 2-core CPU, 1 thread)",
-        "",
-        "| method | noise | seed | R@1 | MAP@R | train s | eval s | run key |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    ordered = sorted(recs.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
-    compared = {name for c in COMPARISONS for name in c[:2]}
-    for (method, noise, seed), r in ordered:
-        if noise not in NOISES or method not in compared:
-            continue
-        lines.append(
-            f"| {method} | {noise} | {seed} | {100 * r['metrics']['R@1']:.1f} | "
-            f"{100 * r['metrics']['MAP@R']:.1f} | {r['train_seconds']:.0f} | "
-            f"{r['eval_seconds']:.0f} | {r.get('key', '-')} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
 def main(folder: str) -> None:
     path = Path(folder)
     # only the last grid's runs: a folder whose results.jsonl was seeded with another grid's
     # runs (lr_select) can hold two configurations under one name
     recs = load(path, last_grid_only=True)
-    tables = (summary_table, means_table, paired_table, per_run_table)
-    md = "\n".join(table(recs) for table in tables)
+    compared = {name for c in COMPARISONS for name in c[:2]}
+    tables = (summary_table, means_table, paired_table)
+    md = "\n".join([*(table(recs) for table in tables), per_run_table(recs, compared, set(NOISES))])
     (path / "paired.md").write_text(md)
     print(md)
 

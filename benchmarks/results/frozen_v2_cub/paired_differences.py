@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/: the shared pieces
-from paired import load, mean_std, paired_deltas  # noqa: E402
+from paired import load, mean_std, paired_deltas, per_run_table  # noqa: E402
 
 GRID_A = ["symmetric:0.3", "symmetric:0.7", "small_cluster:0.25"]
 GRID_B = ["clean", "symmetric:0.3", "symmetric:0.5"]
@@ -50,25 +50,6 @@ def paired_table(recs: dict[tuple[str, str, int], dict]) -> str:
                 f"| {method} − {base} | {noise} | {len(per_seed)} | {', '.join(per_seed)} | "
                 f"{mean_std(deltas['R@1'])} | {mean_std(deltas['MAP@R'])} |"
             )
-    return "\n".join(lines) + "\n"
-
-
-def per_run_table(recs: dict[tuple[str, str, int], dict]) -> str:
-    lines = [
-        "### Every run (R@1 / MAP@R in %, wall times in s on a shared 2-core CPU, 1 thread)",
-        "",
-        "| method | noise | seed | R@1 | MAP@R | detection AUROC | train s | eval s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    ordered = sorted(recs.items(), key=lambda kv: (kv[0][2], kv[0][0], kv[0][1]))
-    for (method, noise, seed), r in ordered:
-        det = r.get("detection") or {}
-        auroc = f"{100 * det['auroc']:.1f}" if "auroc" in det else "-"
-        lines.append(
-            f"| {method} | {noise} | {seed} | {100 * r['metrics']['R@1']:.1f} | "
-            f"{100 * r['metrics']['MAP@R']:.1f} | {auroc} | {r['train_seconds']:.0f} | "
-            f"{r['eval_seconds']:.0f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
