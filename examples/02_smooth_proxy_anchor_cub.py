@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,104 +55,24 @@ print("quick mode" if QUICK else "full mode")
 
 # %%
 # Data: CUB-200-2011 when $NOISY_PML_DATA/cub holds it, else scikit-learn's bundled digits.
+# `class_subset_features` reads the benchmark's feature cache when `noisy-pml bench --dataset cub`
+# has filled it (the numbers the benchmark trains on), else extracts the chosen classes once.
+from dataclasses import replace
+
+from noisy_pml.bench.cli import default_data_spec
+from noisy_pml.bench.data import DataSpec, class_subset_features
+
 DATA_ROOT = os.environ.get("NOISY_PML_DATA")
 CUB_ROOT = Path(DATA_ROOT) / "cub" if DATA_ROOT else None
 USE_CUB = CUB_ROOT is not None and (CUB_ROOT / "CUB_200_2011").is_dir()
-
-
-def load_cub_features(n_train_classes, n_test_classes, image_size, aug_views):
-    """Frozen EfficientNet-Lite0 features of CUB's first classes (public feature cache).
-
-    When `noisy-pml bench` has cached the whole split at 224 px (in $NOISY_PML_CACHE or
-    ~/.cache/noisy_pml), our rows are read from there and any missing view is extracted at
-    224 px; otherwise only the chosen classes are extracted, at `image_size`, and cached.
-    """
-    from noisy_pml.datasets import get_dataset
-    from noisy_pml.utils.feature_cache import ViewSpec, cache_path, load_views
-
-    train_ds = get_dataset("cub", root=CUB_ROOT, split="train")
-    test_ds = get_dataset("cub", root=CUB_ROOT, split="test")
-    tr = torch.nonzero(train_ds.clean_targets < n_train_classes).flatten()
-    te = torch.nonzero(test_ds.clean_targets < n_test_classes).flatten()
-    tr_paths = [train_ds.img_paths[i] for i in tr.tolist()]
-    te_paths = [test_ds.img_paths[i] for i in te.tolist()]
-    bb, all_paths = "efficientnet_lite0", train_ds.img_paths + test_ds.img_paths
-    full_center = ViewSpec("cub", "train+test", bb, 224)
-    size = 224 if cache_path(full_center, all_paths).exists() else image_size
-
-    def view(full_spec, full_paths, rows, sub_spec, sub_paths):
-        if size == 224 and cache_path(full_spec, full_paths).exists():
-            return load_views([full_spec], full_paths, progress=False)[0][rows, 0]
-        return load_views([sub_spec], sub_paths, progress=False)[0][:, 0]
-
-    center = view(full_center, all_paths, torch.cat([tr, len(train_ds) + te]),
-                  ViewSpec("cub", "notebook", bb, size), tr_paths + te_paths)
-    aug = [view(ViewSpec("cub", "train", bb, 224, "aug", v), train_ds.img_paths, tr,
-                ViewSpec("cub", "notebook-train", bb, size, "aug", v), tr_paths)
-           for v in range(aug_views)]
-    n = len(tr)
-    return {
-        "train_views": torch.stack([center[:n], *aug], dim=1),  # (N, 1 + aug_views, D)
-        "train_labels": train_ds.clean_targets[tr],
-        "train_paths": tr_paths,
-        "test_feats": center[n:],
-        "test_labels": test_ds.clean_targets[te],
-        "test_paths": te_paths,
-        "num_classes": n_train_classes,
-        "description": f"CUB, {n_train_classes} train / {n_test_classes} test classes, "
-                       f"frozen EfficientNet-Lite0 features at {size} px",
-    }
-
-
-def cub_fully_cached(aug_views):
-    """True when `noisy-pml bench` has cached every view we need of CUB's split at 224 px."""
-    from noisy_pml.datasets import get_dataset
-    from noisy_pml.utils.feature_cache import ViewSpec, cache_path
-
-    train = get_dataset("cub", root=CUB_ROOT, split="train").img_paths
-    specs = [(ViewSpec("cub", "train+test", "efficientnet_lite0", 224),
-              train + get_dataset("cub", root=CUB_ROOT, split="test").img_paths)]
-    specs += [(ViewSpec("cub", "train", "efficientnet_lite0", 224, "aug", v), train)
-              for v in range(aug_views)]
-    return all(cache_path(spec, paths).exists() for spec, paths in specs)
-
-
-def cub_plan(aug_views):
-    """(train classes, test classes, image size) for this mode."""
+if USE_CUB:  # the benchmark's sizes: 224 px centre crops, 160 px augmented views
+    spec = default_data_spec("cub", aug_views=0)
+    n_classes = 10 if QUICK else 100
     if QUICK:
-        return 10, 10, 128
-    if cub_fully_cached(aug_views):
-        return 100, 100, 224
-    print("full mode without the benchmark's CUB feature cache: 30 + 30 classes at 160 px "
-          "(run `noisy-pml bench --dataset cub` once to cache all 200 classes)")
-    return 30, 30, 160
-
-
-def load_digits_features(aug_views):
-    """Digits 0-4 (train) / 5-9 (test) as 64-d pixel vectors; views = 1-pixel shifts + noise."""
-    from noisy_pml.datasets import get_dataset
-
-    train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
-    x = torch.from_numpy(train.data)
-    g = torch.Generator().manual_seed(0)
-    views = [x]
-    for _ in range(aug_views):
-        shifts = torch.randint(-1, 2, (len(x), 2), generator=g).tolist()
-        rolled = [torch.roll(im, s, dims=(0, 1))
-                  for im, s in zip(x.view(-1, 8, 8), shifts, strict=True)]
-        imgs = torch.stack(rolled).reshape(len(x), 64)
-        views.append((imgs + 0.05 * torch.randn(len(x), 64, generator=g)).clamp(0, 1))
-    return {
-        "train_views": torch.stack(views, dim=1),
-        "train_labels": train.clean_targets,
-        "train_paths": train.img_paths,
-        "test_feats": torch.from_numpy(test.data),
-        "test_labels": test.clean_targets,
-        "test_paths": test.img_paths,
-        "num_classes": train.num_classes,
-        "description": "scikit-learn digits (0-4 train, 5-9 test), 64 pixels",
-    }
-
+        spec = replace(spec, image_size=128, aug_image_size=128)
+    data = class_subset_features(spec, CUB_ROOT, n_classes, n_classes, progress=True)
+else:
+    data = class_subset_features(DataSpec("digits", aug_views=0), None)
 
 
 # %%
@@ -160,13 +80,8 @@ import logging
 
 logging.getLogger("PML").setLevel(logging.ERROR)  # PML trainers log every epoch
 
-if USE_CUB:
-    n_train, n_test, size = cub_plan(aug_views=0)
-    data = load_cub_features(n_train, n_test, image_size=size, aug_views=0)
-else:
-    data = load_digits_features(aug_views=0)
-print(data["description"])
-print(f"train {tuple(data['train_views'].shape)}, test {tuple(data['test_feats'].shape)}, "
+print(data.description)
+print(f"train {tuple(data.train_views.shape)}, test {tuple(data.test_feats.shape)}, "
       f"features ready after {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
@@ -179,8 +94,8 @@ print(f"train {tuple(data['train_views'].shape)}, test {tuple(data['test_feats']
 from noisy_pml.noise import apply_noise
 
 NOISE = "symmetric:0.3"
-features = data["train_views"][:, 0]
-clean_labels, C = data["train_labels"], data["num_classes"]
+features = data.train_views[:, 0]
+clean_labels, C = data.train_labels, data.num_classes
 noise = apply_noise(clean_labels, NOISE, seed=0, num_classes=C)
 noisy_labels, noise_mask = noise.noisy_labels, noise.noise_mask
 print(f"{NOISE}: {int(noise_mask.sum())} of {len(noisy_labels)} training labels changed "
@@ -258,10 +173,10 @@ def show_sample(ax, data, i, title):
     if USE_CUB:
         from PIL import Image
 
-        with Image.open(data["train_paths"][i]) as im:
+        with Image.open(data.train_paths[i]) as im:
             ax.imshow(im.convert("RGB"))
     else:
-        ax.imshow(data["train_views"][i, 0].view(8, 8), cmap="gray_r")
+        ax.imshow(data.train_views[i, 0].view(8, 8), cmap="gray_r")
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
@@ -298,7 +213,7 @@ from noisy_pml.trainers import ConfidenceTable, embedding_trainer
 from noisy_pml.utils.accuracy_calculator import RetrievalAccuracyCalculator
 
 EMB, EPOCHS, BATCH = 512, (8 if QUICK else 20), 120
-test_set = torch.utils.data.TensorDataset(data["test_feats"], data["test_labels"])
+test_set = torch.utils.data.TensorDataset(data.test_feats, data.test_labels)
 tester = GlobalEmbeddingSpaceTester(
     accuracy_calculator=RetrievalAccuracyCalculator(
         include=("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8",
@@ -346,7 +261,7 @@ results["Smooth Proxy-Anchor"] = evaluate(embedder)
 print(f"phase 2 done after {time.perf_counter() - T0:.0f} s")
 
 # %%
-print(f"{data['description']}, training labels {NOISE}\n")
+print(f"{data.description}, training labels {NOISE}\n")
 print(f"{'':32s}" + "".join(f"{k:>8s}" for k in ["R@1", "R@2", "R@4", "R@8", "MAP@R"]))
 for name, r in results.items():
     print(f"{name:32s}" + "".join(f"{v:8.3f}" for v in r.values()))

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -52,104 +52,24 @@ print("quick mode" if QUICK else "full mode")
 
 # %%
 # Data: CUB-200-2011 when $NOISY_PML_DATA/cub holds it, else scikit-learn's bundled digits.
+# `class_subset_features` reads the benchmark's feature cache when `noisy-pml bench --dataset cub`
+# has filled it (the numbers the benchmark trains on), else extracts the chosen classes once.
+from dataclasses import replace
+
+from noisy_pml.bench.cli import default_data_spec
+from noisy_pml.bench.data import DataSpec, class_subset_features
+
 DATA_ROOT = os.environ.get("NOISY_PML_DATA")
 CUB_ROOT = Path(DATA_ROOT) / "cub" if DATA_ROOT else None
 USE_CUB = CUB_ROOT is not None and (CUB_ROOT / "CUB_200_2011").is_dir()
-
-
-def load_cub_features(n_train_classes, n_test_classes, image_size, aug_views):
-    """Frozen EfficientNet-Lite0 features of CUB's first classes (public feature cache).
-
-    When `noisy-pml bench` has cached the whole split at 224 px (in $NOISY_PML_CACHE or
-    ~/.cache/noisy_pml), our rows are read from there and any missing view is extracted at
-    224 px; otherwise only the chosen classes are extracted, at `image_size`, and cached.
-    """
-    from noisy_pml.datasets import get_dataset
-    from noisy_pml.utils.feature_cache import ViewSpec, cache_path, load_views
-
-    train_ds = get_dataset("cub", root=CUB_ROOT, split="train")
-    test_ds = get_dataset("cub", root=CUB_ROOT, split="test")
-    tr = torch.nonzero(train_ds.clean_targets < n_train_classes).flatten()
-    te = torch.nonzero(test_ds.clean_targets < n_test_classes).flatten()
-    tr_paths = [train_ds.img_paths[i] for i in tr.tolist()]
-    te_paths = [test_ds.img_paths[i] for i in te.tolist()]
-    bb, all_paths = "efficientnet_lite0", train_ds.img_paths + test_ds.img_paths
-    full_center = ViewSpec("cub", "train+test", bb, 224)
-    size = 224 if cache_path(full_center, all_paths).exists() else image_size
-
-    def view(full_spec, full_paths, rows, sub_spec, sub_paths):
-        if size == 224 and cache_path(full_spec, full_paths).exists():
-            return load_views([full_spec], full_paths, progress=False)[0][rows, 0]
-        return load_views([sub_spec], sub_paths, progress=False)[0][:, 0]
-
-    center = view(full_center, all_paths, torch.cat([tr, len(train_ds) + te]),
-                  ViewSpec("cub", "notebook", bb, size), tr_paths + te_paths)
-    aug = [view(ViewSpec("cub", "train", bb, 224, "aug", v), train_ds.img_paths, tr,
-                ViewSpec("cub", "notebook-train", bb, size, "aug", v), tr_paths)
-           for v in range(aug_views)]
-    n = len(tr)
-    return {
-        "train_views": torch.stack([center[:n], *aug], dim=1),  # (N, 1 + aug_views, D)
-        "train_labels": train_ds.clean_targets[tr],
-        "train_paths": tr_paths,
-        "test_feats": center[n:],
-        "test_labels": test_ds.clean_targets[te],
-        "test_paths": te_paths,
-        "num_classes": n_train_classes,
-        "description": f"CUB, {n_train_classes} train / {n_test_classes} test classes, "
-                       f"frozen EfficientNet-Lite0 features at {size} px",
-    }
-
-
-def cub_fully_cached(aug_views):
-    """True when `noisy-pml bench` has cached every view we need of CUB's split at 224 px."""
-    from noisy_pml.datasets import get_dataset
-    from noisy_pml.utils.feature_cache import ViewSpec, cache_path
-
-    train = get_dataset("cub", root=CUB_ROOT, split="train").img_paths
-    specs = [(ViewSpec("cub", "train+test", "efficientnet_lite0", 224),
-              train + get_dataset("cub", root=CUB_ROOT, split="test").img_paths)]
-    specs += [(ViewSpec("cub", "train", "efficientnet_lite0", 224, "aug", v), train)
-              for v in range(aug_views)]
-    return all(cache_path(spec, paths).exists() for spec, paths in specs)
-
-
-def cub_plan(aug_views):
-    """(train classes, test classes, image size) for this mode."""
+if USE_CUB:  # the benchmark's sizes: 224 px centre crops, 160 px augmented views
+    spec = default_data_spec("cub", aug_views=1)
+    n_classes = 10 if QUICK else 100
     if QUICK:
-        return 10, 10, 128
-    if cub_fully_cached(aug_views):
-        return 100, 100, 224
-    print("full mode without the benchmark's CUB feature cache: 30 + 30 classes at 160 px "
-          "(run `noisy-pml bench --dataset cub` once to cache all 200 classes)")
-    return 30, 30, 160
-
-
-def load_digits_features(aug_views):
-    """Digits 0-4 (train) / 5-9 (test) as 64-d pixel vectors; views = 1-pixel shifts + noise."""
-    from noisy_pml.datasets import get_dataset
-
-    train, test = get_dataset("digits", split="train"), get_dataset("digits", split="test")
-    x = torch.from_numpy(train.data)
-    g = torch.Generator().manual_seed(0)
-    views = [x]
-    for _ in range(aug_views):
-        shifts = torch.randint(-1, 2, (len(x), 2), generator=g).tolist()
-        rolled = [torch.roll(im, s, dims=(0, 1))
-                  for im, s in zip(x.view(-1, 8, 8), shifts, strict=True)]
-        imgs = torch.stack(rolled).reshape(len(x), 64)
-        views.append((imgs + 0.05 * torch.randn(len(x), 64, generator=g)).clamp(0, 1))
-    return {
-        "train_views": torch.stack(views, dim=1),
-        "train_labels": train.clean_targets,
-        "train_paths": train.img_paths,
-        "test_feats": torch.from_numpy(test.data),
-        "test_labels": test.clean_targets,
-        "test_paths": test.img_paths,
-        "num_classes": train.num_classes,
-        "description": "scikit-learn digits (0-4 train, 5-9 test), 64 pixels",
-    }
-
+        spec = replace(spec, image_size=128, aug_image_size=128)
+    data = class_subset_features(spec, CUB_ROOT, n_classes, n_classes, progress=True)
+else:
+    data = class_subset_features(DataSpec("digits", aug_views=4), None)
 
 
 # %%
@@ -157,13 +77,8 @@ import logging
 
 logging.getLogger("PML").setLevel(logging.ERROR)
 
-if USE_CUB:
-    n_train, n_test, size = cub_plan(aug_views=1)
-    data = load_cub_features(n_train, n_test, image_size=size, aug_views=1)
-else:
-    data = load_digits_features(aug_views=4)
-print(data["description"])
-print(f"train views {tuple(data['train_views'].shape)} (image, view, feature), "
+print(data.description)
+print(f"train views {tuple(data.train_views.shape)} (image, view, feature), "
       f"ready after {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
@@ -197,11 +112,11 @@ class CachedTwoViews(torch.utils.data.Dataset):
 
 
 NOISE = "symmetric:0.3"
-C = data["num_classes"]
-noise = apply_noise(data["train_labels"], NOISE, seed=0, num_classes=C)
-train_set = CachedTwoViews(data["train_views"], noise.noisy_labels)
+C = data.num_classes
+noise = apply_noise(data.train_labels, NOISE, seed=0, num_classes=C)
+train_set = CachedTwoViews(data.train_views, noise.noisy_labels)
 print(f"{NOISE}: {int(noise.noise_mask.sum())} of {len(train_set)} labels changed")
-D = data["train_views"].shape[2]
+D = data.train_views.shape[2]
 trunk = torch.nn.Identity()  # frozen backbone, applied once by the feature cache
 
 # %% [markdown]
@@ -285,7 +200,7 @@ from pytorch_metric_learning.testers import GlobalEmbeddingSpaceTester
 from noisy_pml.distances import PoincareDistance
 from noisy_pml.utils.accuracy_calculator import RetrievalAccuracyCalculator, evaluate_retrieval
 
-test_set = torch.utils.data.TensorDataset(data["test_feats"], data["test_labels"])
+test_set = torch.utils.data.TensorDataset(data.test_feats, data.test_labels)
 tester = GlobalEmbeddingSpaceTester(
     normalize_embeddings=False,
     accuracy_calculator=RetrievalAccuracyCalculator(
@@ -294,13 +209,13 @@ tester = GlobalEmbeddingSpaceTester(
                  "mean_average_precision_at_r")),
     dataloader_num_workers=0, batch_size=256,
 )
-rows = {"frozen features (cosine kNN)": evaluate_retrieval(data["test_feats"], data["test_labels"])}
+rows = {"frozen features (cosine kNN)": evaluate_retrieval(data.test_feats, data.test_labels)}
 for name, head in heads.items():
     acc = tester.test({"test": test_set}, 0, trunk, head)["test"]
     rows[name] = {"R@1": acc["recall_at_1_level0"], "R@2": acc["recall_at_2_level0"],
                   "R@4": acc["recall_at_4_level0"], "R@8": acc["recall_at_8_level0"],
                   "MAP@R": acc["mean_average_precision_at_r_level0"]}
-print(f"{data['description']}, training labels {NOISE}\n")
+print(f"{data.description}, training labels {NOISE}\n")
 print(f"{'':44s}" + "".join(f"{k:>8s}" for k in ["R@1", "R@2", "R@4", "R@8", "MAP@R"]))
 for name, r in rows.items():
     print(f"{name:44s}" + "".join(f"{v:8.3f}" for v in r.values()))
@@ -319,7 +234,7 @@ head = heads["AHSML on PML's MS (AdaptiveThresholdLoss)"]
 thresholds = AdaptiveThresholds(gamma=0.5, delta=0.2, scope="batch")
 idx = torch.cat([torch.nonzero(noise.noisy_labels == k).flatten()[:6] for k in range(min(C, 5))])
 with torch.no_grad():
-    emb = head(torch.cat([data["train_views"][idx, 0], data["train_views"][idx, 1]]))
+    emb = head(torch.cat([data.train_views[idx, 0], data.train_views[idx, 1]]))
 res = thresholds(PoincareSimilarity(c=1.0), emb, noise.noisy_labels[idx].repeat(2))
 fig, axes = plt.subplots(1, 2, figsize=(10, 4))
 im = axes[0].imshow(res.thresholds, cmap="viridis")
@@ -355,9 +270,9 @@ from noisy_pml.utils.hyperbolic import exp0, log0
 
 head = heads["AHSML MS* (MultiSimilarityStarLoss)"]
 show = 8  # classes drawn
-sel = data["test_labels"] < show
+sel = data.test_labels < show
 with torch.no_grad():
-    u = log0(head(data["test_feats"][sel]), 1.0)  # tangent vectors at the origin
+    u = log0(head(data.test_feats[sel]), 1.0)  # tangent vectors at the origin
     centred = u - u.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     u2 = centred @ vh[:2].T
@@ -367,7 +282,7 @@ fig, ax = plt.subplots(figsize=(7.5, 6))
 ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="k"))
 cmap = plt.get_cmap("tab10")
 for k in range(show):
-    m = data["test_labels"][sel] == k
+    m = data.test_labels[sel] == k
     ax.scatter(*z2[m].T, s=8, color=cmap(k), alpha=0.7, label=f"test class {k}")
 ax.set_xlim(-1.05, 1.05)
 ax.set_ylim(-1.05, 1.05)

@@ -1,10 +1,12 @@
 """The data layer: which data a run trains on (`DataSpec`), dataset roots, the frozen
-protocol's cached features and the validation classes carved from the training classes."""
+protocol's cached features, the validation classes carved from the training classes, and the
+features of a dataset's first classes (`class_subset_features`, what the example notebooks
+train on)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from .registry import check_protocol
 
 __all__ = [
     "BenchData",
+    "ClassSubsetFeatures",
+    "class_subset_features",
+    "split_features_cached",
     "DataSpec",
     "EMBEDDED_SHAPES",
     "carve_validation",
@@ -179,6 +184,134 @@ def _load_split_features(
     )
     _DATA_CACHE[key] = out
     return out
+
+
+@dataclass
+class ClassSubsetFeatures:
+    """Frozen features (or an embedded dataset's pixels) of the first classes of a dataset."""
+
+    train_views: torch.Tensor  # (N, 1 + aug_views, D): view 0 the centre crop
+    train_labels: torch.Tensor  # clean labels, 0 .. num_classes - 1
+    train_paths: list[str]
+    test_feats: torch.Tensor  # (M, D), centre crop
+    test_labels: torch.Tensor
+    test_paths: list[str]
+    num_classes: int
+    description: str
+
+
+def _split_specs(spec: DataSpec, train_paths, test_paths) -> list[tuple[ViewSpec, list[str]]]:
+    """The whole-split cache files `noisy-pml bench` writes for ``spec``: (view, image set)."""
+    common = dict(dataset=spec.dataset, backbone=spec.backbone)
+    size_aug = spec.aug_image_size or spec.image_size
+    out = [
+        (
+            ViewSpec(**common, split="train+test", image_size=spec.image_size),
+            train_paths + test_paths,
+        )
+    ]
+    out += [
+        (ViewSpec(**common, split="train", image_size=size_aug, recipe="aug", view=v), train_paths)
+        for v in range(spec.aug_views)
+    ]
+    return out
+
+
+def split_features_cached(
+    spec: DataSpec, root: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None
+) -> bool:
+    """True when the benchmark's cache holds every view of ``spec`` for the whole train and test
+    splits (then `class_subset_features` of any classes extracts nothing)."""
+    from ..datasets import get_dataset
+    from ..utils.feature_cache import cache_path
+
+    if spec.dataset in EMBEDDED_SHAPES:
+        return True  # pixels: nothing to extract
+    train = get_dataset(spec.dataset, root, split="train").img_paths
+    test = get_dataset(spec.dataset, root, split="test").img_paths
+    return all(
+        cache_path(v, paths, cache_dir).exists() for v, paths in _split_specs(spec, train, test)
+    )
+
+
+def class_subset_features(
+    spec: DataSpec,
+    root: str | os.PathLike | None,
+    train_classes: int | None = None,
+    test_classes: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> ClassSubsetFeatures:
+    """Features of the first ``train_classes`` training and ``test_classes`` test classes
+    (all when None): backbone ``spec.backbone`` at ``spec.image_size`` (augmented views at
+    ``spec.aug_image_size``), ``spec.aug_views`` augmented views per training image.
+
+    Each view is read from the whole-split file of the benchmark's feature cache when one
+    exists (same numbers as ``noisy-pml bench`` trains on); otherwise only the chosen classes
+    are extracted and cached (a few minutes on a CPU instead of the whole split). The embedded
+    datasets (``digits``, ``digit_pairs``) give their pixels, augmented by a random shift of
+    up to one pixel plus pixel noise.
+
+    Raises:
+        ValueError: a class count below 1 or above the split's number of classes.
+    """
+    from ..datasets import get_dataset
+    from ..utils.feature_cache import cache_path
+
+    embedded = spec.dataset in EMBEDDED_SHAPES
+    train = get_dataset(spec.dataset, None if embedded else root, split="train")
+    test = get_dataset(spec.dataset, None if embedded else root, split="test")
+    rows = []
+    for name, ds, n in (
+        ("train_classes", train, train_classes),
+        ("test_classes", test, test_classes),
+    ):
+        labels = ds.clean_targets.long()
+        available = int(labels.max()) + 1
+        n = available if n is None else n
+        if not 1 <= n <= available:
+            raise ValueError(f"{name}={n}: the {spec.dataset} split has {available} classes")
+        rows.append(torch.nonzero(labels < n).flatten())
+    tr, te = rows
+    tr_paths = [train.img_paths[i] for i in tr.tolist()]
+    te_paths = [test.img_paths[i] for i in te.tolist()]
+    n_train, n_test = (int(ds.clean_targets[r].max()) + 1 for ds, r in ((train, tr), (test, te)))
+    if embedded:
+        shape = EMBEDDED_SHAPES[spec.dataset]
+        views = _digits_views(torch.from_numpy(train.data)[tr], spec.aug_views, shape=shape)
+        test_feats = torch.from_numpy(test.data)[te]
+        desc = f"{spec.dataset} pixels, {n_train} train / {n_test} test classes"
+    else:
+        full = _split_specs(spec, train.img_paths, test.img_paths)
+        subset_paths = [tr_paths + te_paths, *[tr_paths] * spec.aug_views]
+        full_rows = [torch.cat([tr, len(train.img_paths) + te]), *[tr] * spec.aug_views]
+        feats = []
+        for (view, full_paths), paths, rows_in_full in zip(
+            full, subset_paths, full_rows, strict=True
+        ):
+            if cache_path(view, full_paths, cache_dir).exists():  # the benchmark's numbers
+                whole = load_views([view], full_paths, cache_dir, progress=progress)[0]
+                feats.append(whole[rows_in_full, 0])
+            else:  # extract the chosen classes only, cached under their own split name
+                sub = ViewSpec(**{**asdict(view), "split": f"subset-{view.split}"})
+                feats.append(load_views([sub], paths, cache_dir, progress=progress)[0][:, 0])
+        centre = feats[0]
+        views = torch.stack([centre[: len(tr)], *feats[1:]], dim=1)
+        test_feats = centre[len(tr) :]
+        desc = (
+            f"{spec.dataset}, {n_train} train / {n_test} test classes, frozen {spec.backbone} "
+            f"features at {spec.image_size} px"
+        )
+    return ClassSubsetFeatures(
+        views,
+        train.clean_targets[tr].long(),
+        tr_paths,
+        test_feats,
+        test.clean_targets[te].long(),
+        te_paths,
+        n_train,
+        desc,
+    )
 
 
 def carve_validation(labels: torch.Tensor, val_classes: int):
