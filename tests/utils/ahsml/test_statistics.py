@@ -1,40 +1,15 @@
 """AHSML class statistics (pure functions) against brute-force pair loops."""
 
-import itertools
-
 import torch
+from ahsml_reference import ball_batch, brute_stats
 from pytorch_metric_learning.distances import CosineSimilarity
 
 from noisy_pml.distances import PoincareSimilarity
-from noisy_pml.utils import hyperbolic as hyp
 from noisy_pml.utils.ahsml.statistics import (
     class_pair_means,
     cosine_class_means,
     instance_ids_from_views,
 )
-
-
-def ball_batch(n_images=8, views=2, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = hyp.exp0(torch.nn.functional.normalize(torch.randn(n_images * views, d, generator=g,
-                                                            dtype=torch.float64), dim=1), 1.0)
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3][:n_images]).repeat(views)
-    return x, labels
-
-
-def brute_stats(sim, labels, inst):
-    classes = labels.unique().tolist()
-    intra, inter = {}, {}
-    for a in classes:
-        vals = [sim[i, j] for i, j in itertools.permutations(range(len(labels)), 2)
-                if labels[i] == a and labels[j] == a and inst[i] != inst[j]]
-        intra[a] = torch.stack(vals).mean() if vals else None
-        for b in classes:
-            if a != b:
-                inter[a, b] = torch.stack([sim[i, j] for i in range(len(labels))
-                                           for j in range(len(labels))
-                                           if labels[i] == a and labels[j] == b]).mean()
-    return intra, inter
 
 
 def test_class_pair_means_equal_brute_force_pair_averages():

@@ -1,9 +1,9 @@
 """AHSML per-pair thresholds: ranges, readings, units, scopes, consistency, errors."""
 
-import itertools
 
 import pytest
 import torch
+from ahsml_reference import ball_batch, brute_stats
 from pytorch_metric_learning.distances import CosineSimilarity
 
 from noisy_pml.distances import PoincareSimilarity
@@ -15,29 +15,6 @@ from noisy_pml.utils.ahsml import (
     instance_ids_from_views,
     pair_masks,
 )
-
-
-def ball_batch(n_images=8, views=2, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = hyp.exp0(torch.nn.functional.normalize(torch.randn(n_images * views, d, generator=g,
-                                                            dtype=torch.float64), dim=1), 1.0)
-    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 3][:n_images]).repeat(views)
-    return x, labels
-
-
-def brute_stats(sim, labels, inst):
-    classes = labels.unique().tolist()
-    intra, inter = {}, {}
-    for a in classes:
-        vals = [sim[i, j] for i, j in itertools.permutations(range(len(labels)), 2)
-                if labels[i] == a and labels[j] == a and inst[i] != inst[j]]
-        intra[a] = torch.stack(vals).mean() if vals else None
-        for b in classes:
-            if a != b:
-                inter[a, b] = torch.stack([sim[i, j] for i in range(len(labels))
-                                           for j in range(len(labels))
-                                           if labels[i] == a and labels[j] == b]).mean()
-    return intra, inter
 
 
 def ball_points(n, d=5, dtype=torch.float64, generator=None):
