@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -457,3 +458,30 @@ def test_positive_positions_in_blocks_of_rows_equal_one_nonzero(chunk):
     want = torch.nonzero((c >= 0.7).view(-1)).squeeze(1)
     assert torch.equal(flat_positions_at_least(c, 0.7, chunk=chunk), want)
     assert flat_positions_at_least(c[:0], 0.7, chunk=chunk).numel() == 0  # empty batch
+
+
+def _starved_batch(share_without_class: float, B: int = 20, C: int = 6):
+    """Confidences where the first ``share`` of the rows have no class at 0.1 or above."""
+    labels = torch.arange(B) % C
+    conf = F.one_hot(labels, C).double() * 0.9
+    conf[: int(share_without_class * B)] = 0.05
+    return torch.randn(B, 8, dtype=torch.float64), labels, conf
+
+
+def test_warns_once_when_most_of_a_batch_has_no_selected_class():
+    loss = SmoothProxyAnchorLoss(6, 8)
+    emb, labels, conf = _starved_batch(0.8)
+    with pytest.warns(RuntimeWarning, match="80% of the batch's samples have no class"):
+        loss(emb, labels, confidences=conf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: later batches stay silent
+        loss(emb, labels, confidences=conf)
+
+
+@pytest.mark.parametrize("positive_set, share", [("confidence", 0.4), ("labels", 0.8)])
+def test_no_warning_while_most_samples_keep_a_positive(positive_set, share):
+    loss = SmoothProxyAnchorLoss(6, 8, positive_set=positive_set)
+    emb, labels, conf = _starved_batch(share)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss(emb, labels, confidences=conf)
