@@ -40,6 +40,7 @@ from noisy_pml.bench.finetune import prepare_images
 from noisy_pml.bench.methods import FeatureDataset
 from noisy_pml.noise import apply_noise
 from noisy_pml.trainers import estimate_confidences
+from noisy_pml.utils.noise_diagnostics import label_noise_scores, noise_detection_metrics
 
 TAU = 0.1  # SmoothProxyAnchorLoss's default positive_threshold
 LOWER_TAUS = (0.05, 0.02)
@@ -58,16 +59,6 @@ VARIANTS = {  # estimate_confidences arguments; {} = the library defaults
 NOISES = ["clean", "symmetric:0.3", "symmetric:0.5"]
 
 
-def _auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
-    """Probability that a positive outscores a negative (ties count half)."""
-    pos, neg = scores[positives], scores[~positives]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).float().mean()
-    ties = (pos[:, None] == neg[None, :]).float().mean()
-    return float(greater + 0.5 * ties)
-
-
 def probe_one(data, noise: str, seed: int, variant: dict) -> dict:
     feats = data.train_views[:, 0]
     result = apply_noise(
@@ -81,7 +72,7 @@ def probe_one(data, noise: str, seed: int, variant: dict) -> dict:
         fold_log=log, **variant,
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    own = table.gather(1, noisy[:, None]).squeeze(1)
+    own = 1 - label_noise_scores(table, noisy)  # c(x, noisy label)
     true = table.gather(1, data.train_labels[:, None]).squeeze(1)
     return {
         "kept_clean": float((own[~mask] >= TAU).float().mean()),
@@ -89,7 +80,7 @@ def probe_one(data, noise: str, seed: int, variant: dict) -> dict:
         "true_found": float((true[mask] >= TAU).float().mean()) if mask.any() else None,
         "none": float(((table >= TAU).sum(1) == 0).float().mean()),
         "max_c": float(table.max(1).values.mean()),
-        "auroc": _auroc(1 - own, mask) if mask.any() else None,
+        "auroc": noise_detection_metrics(1 - own, mask)["auroc"] if mask.any() else None,
         "epochs": [f["epochs"] for f in log],
         **{
             f"kept_{kind}_at_{tau}": float((own[rows] >= tau).float().mean())
