@@ -158,18 +158,10 @@ def _load_split_features(
         tr_rows, te_rows = _smoke_subset(train, 5), _smoke_subset(test, 5)
     tr_paths = [train.img_paths[i] for i in tr_rows]
     te_paths = [test.img_paths[i] for i in te_rows]
-    all_paths = tr_paths + te_paths
-    split_all = "train+test" if not spec.smoke else "smoke"
-    common = dict(
-        backbone=spec.backbone, image_size=spec.image_size, dataset=spec.dataset, split=split_all
-    )
+    (centre_view, all_paths), *aug = _split_specs(spec, tr_paths, te_paths, _cache_splits(spec))
     dev = resolve_device(device)
-    centre, sec_c = load_views(
-        [ViewSpec(**common)], all_paths, cache_dir, progress=progress, device=dev
-    )
-    aug_common = {**common, "split": "train" if not spec.smoke else "smoke-train"}
-    aug_common["image_size"] = spec.aug_image_size or spec.image_size
-    aug_specs = [ViewSpec(**aug_common, recipe="aug", view=v) for v in range(spec.aug_views)]
+    centre, sec_c = load_views([centre_view], all_paths, cache_dir, progress=progress, device=dev)
+    aug_specs = [view for view, _ in aug]
     if aug_specs:
         aug, sec_a = load_views(aug_specs, tr_paths, cache_dir, progress=progress, device=dev)
     else:
@@ -200,21 +192,23 @@ class ClassSubsetFeatures:
     description: str
 
 
-def _split_specs(spec: DataSpec, train_paths, test_paths) -> list[tuple[ViewSpec, list[str]]]:
-    """The whole-split cache files `noisy-pml bench` writes for ``spec``: (view, image set)."""
+def _cache_splits(spec: DataSpec) -> tuple[str, str]:
+    """Split names of the cache files of ``spec``: (centre crops of train + test, augmented
+    views of train); the smoke subset has its own."""
+    return ("train+test", "train") if not spec.smoke else ("smoke", "smoke-train")
+
+
+def _split_specs(
+    spec: DataSpec, train_paths, test_paths, splits: tuple[str, str] = ("train+test", "train")
+) -> list[tuple[ViewSpec, list[str]]]:
+    """The cache files `noisy-pml bench` reads for ``spec``, as (view, image set): the centre
+    crops of ``train_paths + test_paths``, then each augmented view of ``train_paths``."""
     common = dict(dataset=spec.dataset, backbone=spec.backbone)
-    size_aug = spec.aug_image_size or spec.image_size
-    out = [
-        (
-            ViewSpec(**common, split="train+test", image_size=spec.image_size),
-            train_paths + test_paths,
-        )
-    ]
-    out += [
-        (ViewSpec(**common, split="train", image_size=size_aug, recipe="aug", view=v), train_paths)
-        for v in range(spec.aug_views)
-    ]
-    return out
+    centre_split, aug_split = splits
+    centre = ViewSpec(**common, split=centre_split, image_size=spec.image_size)
+    aug = dict(common, split=aug_split, image_size=spec.aug_image_size or spec.image_size)
+    views = [(ViewSpec(**aug, recipe="aug", view=v), train_paths) for v in range(spec.aug_views)]
+    return [(centre, train_paths + test_paths), *views]
 
 
 def split_features_cached(

@@ -197,12 +197,16 @@ def prepare_images(
         feats = _embed_images(backbone, ImageSplit(train, tr_rows), ev, dev)
         seconds = time.perf_counter() - t0
     else:
-        from ..utils.feature_cache import ViewSpec, load_views
+        from ..utils.feature_cache import load_views
+        from .data import _cache_splits, _split_specs
 
         # the frozen protocol's centre-crop cache entry (train + test images, one file)
-        paths = [train.img_paths[i] for i in tr_rows] + [test.img_paths[i] for i in te_rows]
-        split = "train+test" if not spec.smoke else "smoke"
-        view = ViewSpec(spec.dataset, split, spec.backbone, spec.image_size)
+        view, paths = _split_specs(
+            spec,
+            [train.img_paths[i] for i in tr_rows],
+            [test.img_paths[i] for i in te_rows],
+            _cache_splits(spec),
+        )[0]
         views, seconds = load_views(
             [view], paths, cache_dir, progress=progress, device=resolve_device(device)
         )
