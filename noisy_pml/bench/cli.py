@@ -622,6 +622,14 @@ def execute(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
         raise
 
 
+def _views_phrase(plan: dict[str, Any]) -> str:
+    """The frozen table title's account of the cached augmented views (none: no size to name)."""
+    if not plan["aug_views"]:
+        return "no augmented views"
+    size = plan["aug_image_size"] or plan["image_size"]
+    return f"{plan['aug_views']} augmented view(s) at {size} px"
+
+
 def _selection_unfinished(chosen: dict[str, dict[str, Any]], method: str) -> bool:
     """--report-only on a grid whose selection for ``method`` has not finished."""
     return method in chosen and chosen[method]["values"] is None
@@ -727,8 +735,7 @@ def _run_and_report(args, plan, data_spec, out: Path, log) -> tuple[list[dict[st
         else f"{plan['dataset']} (finetune {plan['backbone']} end to end, {plan['image_size']} px)"
         if plan["protocol"] == "finetune"
         else f"{plan['dataset']} ({plan['protocol']} {plan['backbone']}, centre crop "
-        f"{plan['image_size']} px, {plan['aug_views']} augmented view(s) at "
-        f"{plan['aug_image_size'] or plan['image_size']} px)"
+        f"{plan['image_size']} px, {_views_phrase(plan)})"
     )
     extra = {
         "plan": plan,

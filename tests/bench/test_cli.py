@@ -389,3 +389,18 @@ def test_report_only_leaves_out_a_method_whose_selection_is_unfinished(tmp_path,
     assert len(_lines(path)) == len(recs) - 1  # nothing ran
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert "proxy_anchor" in summary and "contrastive" not in summary
+
+
+@pytest.mark.parametrize(
+    ("views", "aug_size", "phrase"),
+    [
+        (0, 160, "centre crop 96 px, no augmented views)"),
+        (2, 160, "centre crop 96 px, 2 augmented view(s) at 160 px)"),
+        (1, None, "centre crop 96 px, 1 augmented view(s) at 96 px)"),
+    ],
+)
+def test_frozen_title_names_the_cached_views_or_says_there_are_none(views, aug_size, phrase):
+    from noisy_pml.bench.cli import _views_phrase
+
+    plan = {"aug_views": views, "aug_image_size": aug_size, "image_size": 96}
+    assert f"centre crop 96 px, {_views_phrase(plan)})" == phrase
