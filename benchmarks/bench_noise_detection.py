@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from noisy_pml.noise import apply_noise
-from noisy_pml.trainers import DETECTION_FOLDS, estimate_confidences
+from noisy_pml.trainers import DETECTION_FOLDS, DETECTION_PATIENCE, estimate_confidences
 from noisy_pml.utils.noise_diagnostics import label_noise_scores, noise_detection_metrics
 
 SCORERS = ("spa_oof", "spa_single", "prism", "cleanlab", "cleanlab_spa")
@@ -134,7 +134,8 @@ def run_one(x, clean, num_classes, noise, seed, scorers, folds_list, epochs, oof
     res = apply_noise(clean, noise, seed=seed, features=x, num_classes=num_classes)
     noisy, mask = res.noisy_labels, res.noise_mask
     data = torch.utils.data.TensorDataset(x, noisy)
-    common = {"epochs": epochs, "seed": seed, "device": "cpu", "dataloader_num_workers": 0}
+    common = {"epochs": epochs, "seed": seed, "device": "cpu", "dataloader_num_workers": 0,
+              "patience": DETECTION_PATIENCE}
     for name in scorers:
         variants = [(f"spa_oof_k{k}", k) for k in folds_list] if name == "spa_oof" \
             else [(name, None)]

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..trainers.two_phase import DETECTION_FOLDS, dataset_labels, estimate_confidences
+from ..trainers.two_phase import (
+    DETECTION_FOLDS,
+    DETECTION_PATIENCE,
+    dataset_labels,
+    estimate_confidences,
+)
 from ..utils.checks import check_finite, check_labels, check_ndim
 from ..utils.noise_diagnostics import label_noise_scores
 
@@ -96,6 +101,7 @@ def find_label_issues(
                          cache_dir=cache_dir, progress=progress)
     x = x - x.mean(0)
     feats = torch.utils.data.TensorDataset(x, labels)
+    confidence_kwargs.setdefault("patience", DETECTION_PATIENCE)
     conf = estimate_confidences(torch.nn.Identity(), feats, num_classes, folds=folds, seed=seed,
                                 progress=progress, **confidence_kwargs)
     return rank_label_issues(conf, labels, getattr(dataset, "img_paths", None), top_k)

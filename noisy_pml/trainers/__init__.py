@@ -5,6 +5,7 @@ from .batch_getter import batch_getter
 from .confidence_table import ConfidenceTable, IndexedDataset
 from .two_phase import (
     DETECTION_FOLDS,
+    DETECTION_PATIENCE,
     HeldOutEarlyStopping,
     assign_folds,
     compute_confidences,
@@ -17,6 +18,7 @@ from .two_phase import (
 
 __all__ = [
     "DETECTION_FOLDS",
+    "DETECTION_PATIENCE",
     "ConfidenceTable",
     "HeldOutEarlyStopping",
     "IndexedDataset",

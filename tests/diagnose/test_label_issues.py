@@ -77,3 +77,21 @@ def test_bad_input_raises_a_clear_error():
                                                 torch.tensor(float("nan"))), folds=3, **FAST)
     with pytest.raises(ValueError, match="fewer than folds=40"):
         find_label_issues(ds, folds=40, **FAST)
+
+
+def test_detection_keeps_its_own_phase1_patience_unless_one_is_given(monkeypatch):
+    # the training default (a longer phase 1) memorises more noise; detection keeps the
+    # patience its AUROCs were measured with
+    import noisy_pml.diagnose.label_issues as label_issues
+    from noisy_pml.trainers import DETECTION_PATIENCE
+
+    seen = []
+
+    def fake_estimate(trunk, dataset, num_classes, **kwargs):
+        seen.append(kwargs["patience"])
+        return torch.full((len(dataset), num_classes), 0.5)
+
+    monkeypatch.setattr(label_issues, "estimate_confidences", fake_estimate)
+    find_label_issues(Blobs(), folds=3)
+    find_label_issues(Blobs(), folds=3, patience=7)
+    assert seen == [DETECTION_PATIENCE, 7]
