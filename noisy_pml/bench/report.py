@@ -160,7 +160,8 @@ def markdown_tables(
 
 
 def selection_table(val_records: Sequence[dict[str, Any]], chosen: dict[str, Any]) -> str:
-    """One row per candidate tried on the validation classes; the chosen one in bold."""
+    """One row per candidate tried on the validation classes; the chosen one in bold, or every
+    row marked pending while the method's selection is unfinished."""
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in val_records:
         by_method[r["method"]].append(r)
@@ -174,14 +175,19 @@ def selection_table(val_records: Sequence[dict[str, Any]], chosen: dict[str, Any
         varying = sorted(
             k for k in recs[0]["cfg"] if len({json.dumps(r["cfg"].get(k)) for r in recs}) > 1
         )
-        pick = (chosen.get(method) or {}).get("values") or {}
+        entry = chosen.get(method) or {}
+        # values is None while a selection is unfinished (--report-only): nothing is chosen yet
+        pick = entry.get("values", {})
         for r in recs:
             cand = {k: r["cfg"].get(k) for k in varying}
-            is_pick = all(r["cfg"].get(k) == v for k, v in pick.items())
+            if pick is None:
+                mark = f"pending ({entry.get('finished', '?')} finished)"
+            else:
+                mark = "**yes**" if all(r["cfg"].get(k) == v for k, v in pick.items()) else ""
             m = r["metrics"]
             lines.append(
                 f"| {method} | {json.dumps(cand)} | {r['noise']} | {100 * m['R@1']:.1f} | "
-                f"{100 * m['MAP@R']:.1f} | {'**yes**' if is_pick else ''} |"
+                f"{100 * m['MAP@R']:.1f} | {mark} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from noisy_pml.bench.report import markdown_tables, recovered_share, summarize
+from noisy_pml.bench.report import markdown_tables, recovered_share, selection_table, summarize
 
 
 def _rec(method, noise, seed, r1):
@@ -64,3 +64,22 @@ def test_a_report_without_finished_test_runs_says_so(tmp_path):
     md = write_report([val], tmp_path, "grid", plots=False)
     assert "No test run has finished yet." in md
     assert "| method |  |" not in md  # no empty table
+
+
+def _val(method, lr, r1):
+    return {**_rec(method, "symmetric:0.3", 0, r1), "mode": "val", "cfg": {"lr": lr}}
+
+
+def test_selection_table_marks_the_chosen_candidate_only():
+    table = selection_table(
+        [_val("ms", 1e-4, 0.4), _val("ms", 3e-4, 0.5)], {"ms": {"values": {"lr": 3e-4}}}
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| ms ")]
+    assert [row.endswith("| **yes** |") for row in rows] == [False, True]
+
+
+def test_selection_table_chooses_nothing_while_the_selection_is_unfinished():
+    unfinished = {"ms": {"values": None, "finished": "2 of 3"}}
+    table = selection_table([_val("ms", 1e-4, 0.4), _val("ms", 3e-4, 0.5)], unfinished)
+    assert "**yes**" not in table
+    assert table.count("pending (2 of 3 finished)") == 2
