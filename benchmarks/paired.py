@@ -7,7 +7,9 @@ Each ``A=B`` prints, per noise, A minus B in R@1 and MAP@R (percentage points) f
 that has both runs on the test classes, their mean ± sample std and how many seeds are positive.
 A pair whose noisy labels differ (``noisy_labels_sha1``) is an error, not a skipped seed.
 
-With ``--runs``, a table of every test run (metrics, detection AUROC, wall times, run key)
+With ``--last-grid-only``, only the runs of the folder's last report (``results.json``) count:
+a folder whose ``results.jsonl`` also keeps runs of an earlier default needs it. With
+``--runs``, a table of every test run (metrics, detection AUROC, wall times, run key)
 follows. `load`, `paired_deltas`, `mean_std` and `per_run_table` are also what the per-grid
 scripts under benchmarks/results/ (``paired_differences.py``) build their own tables from.
 """
@@ -131,9 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("folder", type=Path)
     ap.add_argument("pairs", nargs="+", metavar="A=B")
     ap.add_argument("--runs", action="store_true", help="also list every test run")
+    ap.add_argument(
+        "--last-grid-only",
+        action="store_true",
+        help="only the runs of folder/results.json (the last report, e.g. `noisy-pml bench "
+        "--report-only`): a folder that keeps runs of an earlier default under other keys",
+    )
     args = ap.parse_args(argv)
     pairs = [tuple(p.split("=", 1)) for p in args.pairs]
-    runs = load(args.folder)
+    runs = load(args.folder, last_grid_only=args.last_grid_only)
     print(paired_table(runs, pairs), end="")
     if args.runs:
         print("\n" + per_run_table(runs), end="")

@@ -1,0 +1,70 @@
+"""benchmarks/paired.py: paired differences by seed, and runs of an earlier default left out."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired.py"
+
+
+@pytest.fixture(scope="module")
+def paired():
+    spec = importlib.util.spec_from_file_location("paired_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(method, seed, r1, key):
+    return {
+        "method": method,
+        "noise": "symmetric:0.3",
+        "seed": seed,
+        "mode": "test",
+        "key": key,
+        "noisy_labels_sha1": f"labels-{seed}",
+        "metrics": {"R@1": r1, "MAP@R": r1 / 10},
+        "train_seconds": 1.0,
+        "eval_seconds": 1.0,
+    }
+
+
+def _folder(tmp_path, runs, report_keys):
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in runs) + "\n")
+    (tmp_path / "results.json").write_text(json.dumps({"runs": [{"key": k} for k in report_keys]}))
+    return tmp_path
+
+
+def test_differences_are_paired_by_seed(paired, tmp_path):
+    runs = [_run("a", 0, 0.5, "a0"), _run("b", 0, 0.4, "b0"), _run("a", 1, 0.3, "a1")]
+    seeds, deltas = paired.paired_deltas(
+        paired.load(_folder(tmp_path, runs, [])), "a", "b", "symmetric:0.3"
+    )
+    assert seeds == [0]  # seed 1 has no b run
+    assert deltas["R@1"] == pytest.approx([10.0])
+
+
+def test_two_runs_of_one_cell_are_an_error_unless_the_last_report_picks_one(paired, tmp_path):
+    runs = [
+        _run("a", 0, 0.5, "old-default"),
+        _run("a", 0, 0.6, "new-default"),
+        _run("b", 0, 0.4, "b0"),
+    ]
+    folder = _folder(tmp_path, runs, ["new-default", "b0"])
+    with pytest.raises(ValueError, match="two different runs"):
+        paired.load(folder)
+    current = paired.load(folder, last_grid_only=True)
+    assert current[("a", "symmetric:0.3", 0)]["key"] == "new-default"
+
+
+def test_the_command_line_reads_only_the_last_report_when_asked(paired, tmp_path, capsys):
+    runs = [
+        _run("a", 0, 0.5, "old-default"),
+        _run("a", 0, 0.6, "new-default"),
+        _run("b", 0, 0.4, "b0"),
+    ]
+    folder = _folder(tmp_path, runs, ["new-default", "b0"])
+    paired.main([str(folder), "a=b", "--last-grid-only"])
+    assert "| a − b | symmetric:0.3 | s0 +20.0 |" in capsys.readouterr().out
