@@ -37,6 +37,17 @@ def _folder(tmp_path, runs, report_keys):
     return tmp_path
 
 
+def _folder_with_a_stale_run(tmp_path):
+    """Cell (a, seed 0) run under an earlier default and again under the current one; the last
+    report lists the current run only."""
+    runs = [
+        _run("a", 0, 0.5, "old-default"),
+        _run("a", 0, 0.6, "new-default"),
+        _run("b", 0, 0.4, "b0"),
+    ]
+    return _folder(tmp_path, runs, ["new-default", "b0"])
+
+
 def test_differences_are_paired_by_seed(paired, tmp_path):
     runs = [_run("a", 0, 0.5, "a0"), _run("b", 0, 0.4, "b0"), _run("a", 1, 0.3, "a1")]
     seeds, deltas = paired.paired_deltas(
@@ -47,12 +58,7 @@ def test_differences_are_paired_by_seed(paired, tmp_path):
 
 
 def test_two_runs_of_one_cell_are_an_error_unless_the_last_report_picks_one(paired, tmp_path):
-    runs = [
-        _run("a", 0, 0.5, "old-default"),
-        _run("a", 0, 0.6, "new-default"),
-        _run("b", 0, 0.4, "b0"),
-    ]
-    folder = _folder(tmp_path, runs, ["new-default", "b0"])
+    folder = _folder_with_a_stale_run(tmp_path)
     with pytest.raises(ValueError, match="two different runs"):
         paired.load(folder)
     current = paired.load(folder, last_grid_only=True)
@@ -60,11 +66,6 @@ def test_two_runs_of_one_cell_are_an_error_unless_the_last_report_picks_one(pair
 
 
 def test_the_command_line_reads_only_the_last_report_when_asked(paired, tmp_path, capsys):
-    runs = [
-        _run("a", 0, 0.5, "old-default"),
-        _run("a", 0, 0.6, "new-default"),
-        _run("b", 0, 0.4, "b0"),
-    ]
-    folder = _folder(tmp_path, runs, ["new-default", "b0"])
+    folder = _folder_with_a_stale_run(tmp_path)
     paired.main([str(folder), "a=b", "--last-grid-only"])
     assert "| a − b | symmetric:0.3 | s0 +20.0 |" in capsys.readouterr().out
