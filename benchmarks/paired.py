@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         "--report-only`): a folder that keeps runs of an earlier default under other keys",
     )
     args = ap.parse_args(argv)
+    if args.last_grid_only and not (args.folder / "results.json").exists():
+        ap.error(f"--last-grid-only: no {args.folder / 'results.json'} (run `noisy-pml bench "
+                 "--report-only` with the folder's grid first)")  # fmt: skip
     pairs = [tuple(p.split("=", 1)) for p in args.pairs]
     runs = load(args.folder, last_grid_only=args.last_grid_only)
     print(paired_table(runs, pairs), end="")

@@ -69,3 +69,10 @@ def test_the_command_line_reads_only_the_last_report_when_asked(paired, tmp_path
     folder = _folder_with_a_stale_run(tmp_path)
     paired.main([str(folder), "a=b", "--last-grid-only"])
     assert "| a − b | symmetric:0.3 | s0 +20.0 |" in capsys.readouterr().out
+
+
+def test_last_grid_only_without_a_report_is_a_clear_error(paired, tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text(json.dumps(_run("a", 0, 0.5, "a0")) + "\n")
+    with pytest.raises(SystemExit):
+        paired.main([str(tmp_path), "a=b", "--last-grid-only"])
+    assert "results.json" in capsys.readouterr().err
