@@ -450,7 +450,8 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
 
     With ``--report-only`` nothing trains: each candidate is scored from its finished
     validation runs, and a method whose candidates have not all finished gets
-    ``{"values": None, "finished": "k of n candidates"}`` (its test runs are not tabled).
+    ``{"values": None, "finished": "k of n candidates", "searched": [keys]}`` (its test runs
+    are not tabled).
     """
     from .grid import RESULTS_NAME, read_results, run_grid, run_key
     from .training import RunSpec
@@ -473,6 +474,8 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             keys = sorted(grid)
             product = itertools.product(*(grid[k] for k in keys))
             candidates = [dict(zip(keys, values, strict=True)) for values in product]
+        # the keys the search varies: the report's candidate column, even for one finished run
+        searched = sorted(set().union(*candidates))
         best, best_score, finished = None, -1.0, 0
         for extra in candidates:
             runs = [RunSpec(method, n, seed, "val", tuple(sorted(extra.items()))) for n in noises]
@@ -510,7 +513,11 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             if score > best_score:
                 best, best_score = extra, score
         if finished < len(candidates):  # only with --report-only
-            chosen[method] = {"values": None, "finished": f"{finished} of {len(candidates)}"}
+            chosen[method] = {
+                "values": None,
+                "finished": f"{finished} of {len(candidates)}",
+                "searched": searched,
+            }
             # printed even with --quiet: the report leaves this method's test runs out
             print(
                 f"--report-only: the selection for {method} is not finished ({finished} of "
@@ -525,6 +532,7 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             "noise": noises,
             "seed": seed,
             "grid": grid,
+            "searched": searched,
         }
         log(f"  chosen for {method}: {best}")
     return chosen, run_keys

@@ -172,10 +172,11 @@ def selection_table(val_records: Sequence[dict[str, Any]], chosen: dict[str, Any
         "|---|---|---|---|---|---|",
     ]
     for method, recs in by_method.items():
-        varying = sorted(
+        entry = chosen.get(method) or {}
+        # reports written before "searched" existed: the keys that differ between the runs
+        varying = entry.get("searched") or sorted(
             k for k in recs[0]["cfg"] if len({json.dumps(r["cfg"].get(k)) for r in recs}) > 1
         )
-        entry = chosen.get(method) or {}
         # values is None while a selection is unfinished (--report-only): nothing is chosen yet
         pick = entry.get("values", {})
         for r in recs:

@@ -389,6 +389,9 @@ def test_report_only_leaves_out_a_method_whose_selection_is_unfinished(tmp_path,
     assert len(_lines(path)) == len(recs) - 1  # nothing ran
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert "proxy_anchor" in summary and "contrastive" not in summary
+    # the lone finished candidate is named by the searched lr, not an empty {}
+    lone = [row for row in (tmp_path / "results.md").read_text().splitlines() if "pending" in row]
+    assert len(lone) == 1 and '{"lr": 0.01}' in lone[0]
 
 
 @pytest.mark.parametrize(

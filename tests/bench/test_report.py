@@ -83,3 +83,10 @@ def test_selection_table_chooses_nothing_while_the_selection_is_unfinished():
     table = selection_table([_val("ms", 1e-4, 0.4), _val("ms", 3e-4, 0.5)], unfinished)
     assert "**yes**" not in table
     assert table.count("pending (2 of 3 finished)") == 2
+
+
+def test_selection_table_names_the_searched_values_of_a_lone_finished_candidate():
+    # one finished run has nothing to differ from: the column comes from the search's keys
+    unfinished = {"ms": {"values": None, "finished": "1 of 3", "searched": ["lr"]}}
+    table = selection_table([_val("ms", 1e-4, 0.4)], unfinished)
+    assert '| ms | {"lr": 0.0001} |' in table
