@@ -1,4 +1,5 @@
-"""benchmarks/paired.py: paired differences by seed, and runs of an earlier default left out."""
+"""benchmarks/paired.py: paired differences by seed, and runs of an earlier default left out;
+benchmarks/claims.py, which pairs the papers' claims through it."""
 
 import importlib.util
 import json
@@ -6,25 +7,34 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paired.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def paired():
-    spec = importlib.util.spec_from_file_location("paired_script", SCRIPT)
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def _run(method, seed, r1, key):
+@pytest.fixture(scope="module")
+def paired():
+    return _script("paired")
+
+
+@pytest.fixture(scope="module")
+def claims():
+    return _script("claims")
+
+
+def _run(method, seed, r1, key, noisy_labels="labels"):
     return {
         "method": method,
         "noise": "symmetric:0.3",
         "seed": seed,
         "mode": "test",
         "key": key,
-        "noisy_labels_sha1": f"labels-{seed}",
+        "noisy_labels_sha1": f"{noisy_labels}-{seed}",
         "metrics": {"R@1": r1, "MAP@R": r1 / 10},
         "train_seconds": 1.0,
         "eval_seconds": 1.0,
@@ -76,3 +86,22 @@ def test_last_grid_only_without_a_report_is_a_clear_error(paired, tmp_path, caps
     with pytest.raises(SystemExit):
         paired.main([str(tmp_path), "a=b", "--last-grid-only"])
     assert "results.json" in capsys.readouterr().err
+
+
+def test_claims_pair_only_the_last_report(claims, tmp_path, capsys):
+    runs = [
+        _run("smooth_proxy_anchor", 0, 0.5, "old-default"),
+        _run("smooth_proxy_anchor", 0, 0.6, "new-default"),
+        _run("proxy_anchor", 0, 0.4, "pa"),
+    ]
+    claims.main([str(_folder(tmp_path, runs, ["new-default", "pa"]))])
+    assert "| Smooth PA vs Proxy-Anchor (claimed +3.29) | +20.00 (n=1) |" in capsys.readouterr().out
+
+
+def test_claims_refuse_a_pair_trained_on_different_noisy_labels(claims, tmp_path):
+    runs = [
+        _run("smooth_proxy_anchor", 0, 0.6, "spa"),
+        _run("proxy_anchor", 0, 0.4, "pa", noisy_labels="other"),
+    ]
+    with pytest.raises(ValueError, match="noisy labels differ"):
+        claims.main([str(_folder(tmp_path, runs, ["spa", "pa"]))])
