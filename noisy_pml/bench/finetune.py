@@ -331,13 +331,11 @@ def run_one_finetune(
         method,
         train,
         metrics,
-        train_seconds=round(train_seconds, 3),
-        eval_seconds=round(eval_seconds, 3),
-        feature_seconds=round(data.feature_seconds, 1),
-        loss_per_epoch=[round(v, 5) for v in hist.losses],
+        hist,
+        train_seconds=train_seconds,
+        eval_seconds=eval_seconds,
+        feature_seconds=data.feature_seconds,
         epoch_seconds=hist.seconds,
-        **({"collapse_per_epoch": hist.stats} if hist.stats else {}),
         device=str(device),
-        **distributed.record_fields(),
     )
     return record, backbone, method

@@ -189,8 +189,23 @@ def build_method(data, run: RunSpec, cfg: dict[str, Any], protocol: str = "froze
     return cfg, noise, train, method, k, time.perf_counter() - t0
 
 
-def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> dict[str, Any]:
-    """The JSONL record of one run (both protocols)."""
+def make_record(
+    run: RunSpec,
+    cfg,
+    noise,
+    method,
+    train,
+    metrics,
+    hist: FitHistory,
+    *,
+    train_seconds: float,
+    eval_seconds: float,
+    feature_seconds: float,
+    **extra,
+) -> dict[str, Any]:
+    """The JSONL record of one run (both protocols): its configuration, metrics and noisy
+    labels, the training history ``hist`` (loss per epoch; AHSML's collapse statistics), the
+    wall times, the torchrun fields, then the protocol's own ``extra`` fields."""
     scores = method.sample_scores(train)
     detection = None
     if scores is not None:
@@ -206,6 +221,12 @@ def make_record(run: RunSpec, cfg, noise, method, train, metrics, **extra) -> di
         "achieved_noise_rate": float(noise.rate),
         "noisy_labels_sha1": hashlib.sha1(noise.noisy_labels.cpu().numpy().tobytes()).hexdigest(),
         **getattr(method, "phase1_info", {}),  # Smooth PA: phase-1 seconds, reused or not
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "feature_seconds": round(feature_seconds, 1),
+        "loss_per_epoch": [round(v, 5) for v in hist.losses],
+        **({"collapse_per_epoch": hist.stats} if hist.stats else {}),
+        **distributed.record_fields(),
         **extra,
         "detection": detection,
     }
