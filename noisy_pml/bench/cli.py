@@ -30,7 +30,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -445,6 +445,25 @@ def _cfg_for_method(plan: dict[str, Any], method: str, extra: dict[str, Any] | N
     return spec.config(over, plan["protocol"])
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def selection_edges(candidates: Sequence[dict[str, Any]], best: dict[str, Any]) -> dict[str, str]:
+    """The searched numeric values of ``best`` that are the lowest or highest tried, e.g.
+    ``{"lr": "lowest"}``: the optimum may lie outside the grid, so extend it that way."""
+    edges = {}
+    for key, value in best.items():
+        tried = {c[key] for c in candidates if _is_number(c.get(key))}
+        if len(tried) < 2 or not _is_number(value):
+            continue
+        if value == min(tried):
+            edges[key] = "lowest"
+        elif value == max(tried):
+            edges[key] = "highest"
+    return edges
+
+
 def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """Search on the validation classes: (chosen overrides per method, keys of the val runs).
 
@@ -533,8 +552,17 @@ def _select(plan, data_spec, args, log) -> tuple[dict[str, dict[str, Any]], set[
             "seed": seed,
             "grid": grid,
             "searched": searched,
+            "edges": selection_edges(candidates, best),
         }
         log(f"  chosen for {method}: {best}")
+        if chosen[method]["edges"]:
+            # printed even with --quiet: a choice at the edge of the grid may not be the optimum
+            print(
+                f"selection: {method}'s choice is at the edge of its grid "
+                + ", ".join(f"({k}: the {e} tried)" for k, e in chosen[method]["edges"].items())
+                + ": the optimum may lie beyond it",
+                file=sys.stderr,
+            )
     return chosen, run_keys
 
 

@@ -185,6 +185,9 @@ def selection_table(val_records: Sequence[dict[str, Any]], chosen: dict[str, Any
                 mark = f"pending ({entry.get('finished', '?')} finished)"
             else:
                 mark = "**yes**" if all(r["cfg"].get(k) == v for k, v in pick.items()) else ""
+                edges = entry.get("edges") or {}
+                if mark and edges:  # the optimum may lie beyond the grid
+                    mark += " (" + ", ".join(f"{e} {k} tried" for k, e in edges.items()) + ")"
             m = r["metrics"]
             lines.append(
                 f"| {method} | {json.dumps(cand)} | {r['noise']} | {100 * m['R@1']:.1f} | "

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from noisy_pml.bench.cli import main
+from noisy_pml.bench.cli import main, selection_edges
 
 QUICK = [
     "bench",
@@ -407,3 +407,29 @@ def test_frozen_title_names_the_cached_views_or_says_there_are_none(views, aug_s
 
     plan = {"aug_views": views, "aug_image_size": aug_size, "image_size": 96}
     assert f"centre crop 96 px, {_views_phrase(plan)})" == phrase
+
+
+@pytest.mark.parametrize(
+    ("best", "edges"),
+    [
+        ({"lr": 1e-4}, {"lr": "lowest"}),
+        ({"lr": 3e-4}, {}),
+        ({"lr": 1e-3}, {"lr": "highest"}),
+    ],
+)
+def test_selection_edges_name_a_choice_at_the_end_of_the_values_tried(best, edges):
+    candidates = [{"lr": 1e-4}, {"lr": 3e-4}, {"lr": 1e-3}]
+    assert selection_edges(candidates, best) == edges
+
+
+def test_selection_edges_ignore_values_that_are_not_searched_numbers():
+    candidates = [{"lr": 1e-4, "loss": "a", "flag": True}, {"lr": 1e-4, "loss": "b", "flag": False}]
+    assert selection_edges(candidates, candidates[0]) == {}  # one lr, a string, a bool
+
+
+def test_a_choice_at_the_edge_of_the_grid_is_reported(tmp_path, capsys):
+    assert main(_selection_grid(tmp_path)) == 0  # two lrs: whichever wins is an edge
+    assert "choice is at the edge of its grid (lr: the" in capsys.readouterr().err
+    chosen = json.loads((tmp_path / "results.json").read_text())["chosen_hyperparameters"]
+    assert set(chosen["proxy_anchor"]["edges"]) == {"lr"}
+    assert "lr tried) |" in (tmp_path / "results.md").read_text()

@@ -90,3 +90,9 @@ def test_selection_table_names_the_searched_values_of_a_lone_finished_candidate(
     unfinished = {"ms": {"values": None, "finished": "1 of 3", "searched": ["lr"]}}
     table = selection_table([_val("ms", 1e-4, 0.4)], unfinished)
     assert '| ms | {"lr": 0.0001} |' in table
+
+
+def test_selection_table_says_when_the_choice_is_at_the_edge_of_the_grid():
+    chosen = {"ms": {"values": {"lr": 1e-4}, "edges": {"lr": "lowest"}}}
+    table = selection_table([_val("ms", 1e-4, 0.5), _val("ms", 3e-4, 0.4)], chosen)
+    assert "| **yes** (lowest lr tried) |" in table
