@@ -34,7 +34,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "build_parser", "default_threads", "DEFAULTS", "DEFAULT_DATASET"]
+__all__ = [
+    "main",
+    "build_parser",
+    "default_threads",
+    "default_data_spec",
+    "selection_edges",
+    "DEFAULTS",
+    "DEFAULT_DATASET",
+]
 
 # What `noisy-pml bench` runs with no --dataset (and no "dataset" in the config)
 DEFAULT_DATASET = "digit_pairs"
